@@ -1,0 +1,1 @@
+"""The `vla-runtime` command."""

@@ -1,0 +1,744 @@
+"""Launch graphs: one YAML file per graph, read by `vla-runtime launch` and by `ros2 launch`.
+
+A graph file in `config/graphs/<name>.yaml` says which node processes to start, with which
+parameters and remappings, which ones respawn and which ones bring the whole graph down when they
+exit. `load_graph` turns it into a `GraphSpec`, checking every key on the way so that a typo fails
+at start-up with the file and key named. The same spec feeds the process supervisor
+(`vla_runtime.launch.launcher`) and `launch/bringup.launch.py` (through
+`launch_ros_node_kwargs`), so the two launchers cannot drift apart. The schema is documented at
+the top of `config/graphs/demo_talker_listener.yaml` and in `docs/launch.md`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import hashlib
+import importlib.metadata
+import importlib.util
+import os
+import pkgutil
+import re
+import sys
+import tempfile
+from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+PACKAGE = "vla_runtime"
+NODES_PACKAGE = f"{PACKAGE}.nodes"
+DEFAULT_ROUTER_LISTEN = "tcp/127.0.0.1:7447"
+# Executables outside the registry, for tests and one-off tools: a module run with `python -m`,
+# or an absolute path to a program (a `.py` file is run with this interpreter).
+PYTHON_MODULE_PREFIX = "python:"
+# Shutdown escalation shared by both launchers: SIGINT, SIGTERM after 3 s, SIGKILL 1 s later,
+# so a graph is down within the 5 s the operator is promised, the router included.
+SIGINT_TIMEOUT_S = 3.0
+SIGTERM_TIMEOUT_S = 1.0
+
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PARAMETER_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+_MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_SUBSTITUTION_RE = re.compile(r"\$\{([^}]*)\}")
+_ENDPOINT_RE = re.compile(r"^[a-z0-9]+/\S+$")
+
+_GRAPH_KEYS = ("name", "description", "arguments", "router", "nodes")
+_NODE_KEYS = (
+    "name", "executable", "namespace", "parameters", "remappings",
+    "respawn", "respawn_delay_s", "critical", "env", "arguments",
+)  # fmt: skip
+_ROUTER_KEYS = ("enabled", "listen")
+_ARGUMENT_KEYS = ("default", "description")
+
+_T = TypeVar("_T")
+ParameterDict = Mapping[str, Any]
+"""Inline ROS parameters: name -> bool, int, float, str, a list of one of those, or a nested
+mapping (a parameter namespace, flattened to dotted names by ROS)."""
+
+
+class GraphError(ValueError):
+    """A graph file, or the arguments given to it, cannot be used.
+
+    The message is one line that names the file and the key at fault, so the CLI can print it
+    as is.
+    """
+
+    def __init__(self, message: str, key: str = "", *, file: Path | None = None) -> None:
+        self.message = message
+        self.key = key
+        self.file = file
+        where = [str(file)] if file is not None else []
+        super().__init__(": ".join([*where, *([key] if key else []), message]))
+
+
+@dataclass(frozen=True)
+class LaunchArgument:
+    """A launch argument a graph declares, substituted as `${name}` in its string values."""
+
+    name: str
+    # None: the argument is required and must be given as `name:=value`.
+    default: str | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not _NAME_RE.match(self.name):
+            raise GraphError(
+                "launch argument names are letters, digits and '_', not starting with a digit",
+                key=self.name,
+            )
+
+
+@dataclass(frozen=True)
+class RouterSpec:
+    """The Zenoh router the launcher starts before the nodes (zenoh backend only)."""
+
+    enabled: bool = True
+    # Zenoh endpoint `<protocol>/<address>`; loopback by default (DESIGN §2).
+    listen: str = DEFAULT_ROUTER_LISTEN
+
+    def __post_init__(self) -> None:
+        if not _ENDPOINT_RE.match(self.listen):
+            raise GraphError(
+                f"{self.listen!r} is not a Zenoh endpoint; write it as <protocol>/<address>, "
+                f"e.g. {DEFAULT_ROUTER_LISTEN}",
+                key="listen",
+            )
+
+    @property
+    def connect_endpoint(self) -> str:
+        """The endpoint a local node connects to: a wildcard listen address means loopback."""
+        protocol, _, address = self.listen.partition("/")
+        for wildcard, loopback in (("0.0.0.0:", "127.0.0.1:"), ("[::]:", "[::1]:")):
+            if address.startswith(wildcard):
+                address = loopback + address[len(wildcard) :]
+        return f"{protocol}/{address}"
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node process of a graph."""
+
+    name: str
+    # A registered executable (`talker_node`), `python:<module>` or an absolute path.
+    executable: str
+    namespace: str = ""
+    # Applied in order, later wins (launch_ros semantics): parameter files, inline mappings.
+    parameters: tuple[Path | ParameterDict, ...] = ()
+    remappings: tuple[tuple[str, str], ...] = ()
+    respawn: bool = False
+    # A delay keeps a node that dies on start-up from spinning the CPU in a restart loop.
+    respawn_delay_s: float = 1.0
+    critical: bool = False
+    env: Mapping[str, str] = field(default_factory=dict)
+    # Extra command-line arguments, placed before `--ros-args` as launch_ros does.
+    arguments: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not _NAME_RE.match(self.name):
+            raise GraphError(
+                f"{self.name!r} is not a ROS node name; use letters, digits and '_', "
+                "not starting with a digit",
+                key="name",
+            )
+        if self.namespace:
+            tokens = self.namespace.strip("/").split("/")
+            if not self.namespace.startswith("/") or not all(_NAME_RE.match(t) for t in tokens):
+                raise GraphError(
+                    f"{self.namespace!r} is not a namespace; write it as /name or /a/b",
+                    key="namespace",
+                )
+        if self.respawn_delay_s < 0:
+            raise GraphError(f"must be >= 0, got {self.respawn_delay_s}", key="respawn_delay_s")
+        if self.respawn and self.critical:
+            # ros2 launch would shut down on the first exit through the critical handler, so a
+            # critical node can never be respawned; refuse the ambiguity rather than pick one.
+            raise GraphError(
+                "a node cannot be both critical and respawn; a critical node's exit stops the "
+                "graph, so set one of them to false",
+                key="critical",
+            )
+        for source, target in self.remappings:
+            if not source or not target or ":=" in source + target:
+                raise GraphError(
+                    f"{source!r} -> {target!r} is not a remapping; both names must be non-empty",
+                    key="remappings",
+                )
+        _check_executable_form(self.executable)
+
+    @property
+    def fully_qualified_name(self) -> str:
+        """The node's name with its namespace, e.g. `/robot/driver`."""
+        return f"{self.namespace.rstrip('/')}/{self.name}"
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """A launch graph: the nodes to run and the router they meet at."""
+
+    name: str
+    description: str = ""
+    nodes: tuple[NodeSpec, ...] = ()
+    router: RouterSpec = field(default_factory=RouterSpec)
+    arguments: tuple[LaunchArgument, ...] = ()
+    # The values the `${...}` substitutions used: declared defaults merged with overrides.
+    argument_values: Mapping[str, str] = field(default_factory=dict)
+    source: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not self.nodes:
+            raise GraphError("a graph needs at least one node", key="nodes")
+        seen: set[str] = set()
+        for index, node in enumerate(self.nodes):
+            if node.name in seen:
+                raise GraphError(
+                    f"node name {node.name!r} is used twice; node names must be unique",
+                    key=f"nodes[{index}].name",
+                )
+            seen.add(node.name)
+
+    def node(self, name: str) -> NodeSpec:
+        """Return the node called `name`."""
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+
+# --------------------------------------------------------------------------------------------
+# Locating graphs and executables
+
+
+def config_dir() -> Path:
+    """Return the package's `config/` directory.
+
+    The source checkout's when running from one (so edits take effect without reinstalling),
+    else the pip install's `<prefix>/share/vla_runtime/config`, else the ament index's share
+    directory (a colcon install).
+
+    Raises:
+        FileNotFoundError: if none of them exists.
+    """
+    checkout = Path(__file__).resolve().parents[3]
+    candidates = []
+    if (checkout / "package.xml").is_file():
+        candidates.append(checkout / "config")
+    candidates.append(Path(sys.prefix) / "share" / PACKAGE / "config")
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        candidates.append(Path(get_package_share_directory(PACKAGE)) / "config")
+    except Exception:  # not installed, or this package is not in the index
+        pass
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(
+        f"no {PACKAGE} config directory; looked in {', '.join(map(str, candidates))}. "
+        "Reinstall the package (pip install . or colcon build)"
+    )
+
+
+def available_graphs() -> list[str]:
+    """Return the names of the graphs in `config/graphs/`, sorted."""
+    graphs = config_dir() / "graphs"
+    return sorted(p.stem for p in graphs.glob("*.yaml")) if graphs.is_dir() else []
+
+
+def resolve_graph_path(name_or_path: str | Path) -> Path:
+    """Return the file of a graph given by name (`config/graphs/<name>.yaml`) or by path.
+
+    Raises:
+        GraphError: no such graph; the message lists the available ones.
+    """
+    text = str(name_or_path)
+    if isinstance(name_or_path, Path) or os.sep in text or text.endswith((".yaml", ".yml")):
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise GraphError("graph file not found", file=path)
+        return path.resolve()
+    path = config_dir() / "graphs" / f"{text}.yaml"
+    if path.is_file():
+        return path
+    known = available_graphs()
+    raise GraphError(
+        f"no graph named {text!r} in {path.parent}; available: {', '.join(known) or 'none'}"
+        + _did_you_mean(text, known)
+    )
+
+
+def node_executables() -> dict[str, str]:
+    """Return the node executables this package provides: name -> `module:function`.
+
+    The registry is the `console_scripts` entry points of the installed distribution that point
+    into `vla_runtime.nodes`. A source checkout on PYTHONPATH (not pip-installed, or installed
+    before a node was added) also registers every public module of `vla_runtime/nodes/` as
+    `<module>:main`, following the one-file-per-executable rule (DESIGN §9).
+    """
+    registry: dict[str, str] = {}
+    spec = importlib.util.find_spec(NODES_PACKAGE)
+    if spec is not None and spec.submodule_search_locations:
+        for module in pkgutil.iter_modules(list(spec.submodule_search_locations)):
+            if not module.name.startswith("_"):
+                registry[module.name] = f"{NODES_PACKAGE}.{module.name}:main"
+    try:
+        entry_points = list(importlib.metadata.distribution(PACKAGE).entry_points)
+    except importlib.metadata.PackageNotFoundError:
+        entry_points = []
+    for entry in entry_points:
+        if entry.group == "console_scripts" and entry.value.startswith(f"{NODES_PACKAGE}."):
+            registry[entry.name] = entry.value
+    return dict(sorted(registry.items()))
+
+
+def _check_executable_form(executable: str) -> None:
+    if executable.startswith(PYTHON_MODULE_PREFIX):
+        if not _MODULE_RE.match(executable[len(PYTHON_MODULE_PREFIX) :]):
+            raise GraphError(
+                f"{executable!r}: write python:<dotted.module.name>", key="executable"
+            )
+    elif "/" in executable and not os.path.isabs(executable):
+        raise GraphError(
+            f"{executable!r}: a program path must be absolute (use ${{...}} arguments to "
+            "build one)",
+            key="executable",
+        )
+
+
+def _check_executable_known(executable: str, known: Collection[str], key: str) -> None:
+    if executable.startswith(PYTHON_MODULE_PREFIX):
+        return
+    if os.path.isabs(executable):
+        if not os.path.isfile(executable):
+            raise GraphError(f"program {executable!r} does not exist", key)
+        return
+    if executable not in known:
+        raise GraphError(
+            f"unknown executable {executable!r}; known: {', '.join(sorted(known)) or 'none'}, "
+            f"or {PYTHON_MODULE_PREFIX}<module>, or an absolute path"
+            + _did_you_mean(executable, known),
+            key,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def graph_arguments(name_or_path: str | Path) -> tuple[LaunchArgument, ...]:
+    """Return the launch arguments a graph declares, without building its nodes."""
+    path = resolve_graph_path(name_or_path)
+    with _located(path):
+        return _parse_arguments(_read_document(path).get("arguments"))
+
+
+def load_graph(
+    name_or_path: str | Path,
+    overrides: Mapping[str, str] | None = None,
+    *,
+    known_executables: Collection[str] | None = None,
+) -> GraphSpec:
+    """Read, substitute and validate a graph file.
+
+    Args:
+        name_or_path: A graph name (`config/graphs/<name>.yaml`) or a path to a graph file.
+        overrides: Launch argument values (`embodiment:=so100` gives {"embodiment": "so100"});
+            they replace the defaults under `arguments:` before `${...}` substitution.
+        known_executables: The executable names to accept; by default `node_executables()`.
+
+    Raises:
+        GraphError: a one-line message naming the file and key at fault.
+    """
+    path = resolve_graph_path(name_or_path)
+    known = node_executables() if known_executables is None else known_executables
+    with _located(path):
+        document = _read_document(path)
+        arguments = _parse_arguments(document.get("arguments"))
+        values = _argument_values(arguments, overrides or {})
+        body = _substitute({k: v for k, v in document.items() if k != "arguments"}, values, "")
+        _reject_unknown(body, _GRAPH_KEYS, "")
+        nodes = _get(body, "nodes", list, "")
+        router = _get(body, "router", dict, "", default={})
+        _reject_unknown(router, _ROUTER_KEYS, "router")
+        return GraphSpec(
+            name=_get(body, "name", str, "", default=path.stem),
+            description=_get(body, "description", str, "", default=""),
+            nodes=tuple(
+                _parse_node(raw, f"nodes[{i}]", path, known) for i, raw in enumerate(nodes)
+            ),
+            router=_build(
+                RouterSpec,
+                "router",
+                enabled=_get(router, "enabled", bool, "router", default=True),
+                listen=_get(router, "listen", str, "router", default=DEFAULT_ROUTER_LISTEN),
+            ),
+            arguments=arguments,
+            argument_values=values,
+            source=path,
+        )
+
+
+@contextlib.contextmanager
+def _located(path: Path) -> Iterator[None]:
+    """Put the file name in front of any GraphError raised inside."""
+    try:
+        yield
+    except GraphError as error:
+        if error.file is not None:
+            raise
+        raise GraphError(error.message, file=path, key=error.key) from None
+
+
+def _build(factory: Callable[..., _T], key: str, **fields: Any) -> _T:
+    """Construct a spec dataclass, putting `key` in front of its validation errors."""
+    try:
+        return factory(**fields)
+    except GraphError as error:
+        raise GraphError(error.message, key=_join(key, error.key)) from None
+
+
+def _read_document(path: Path) -> dict[str, Any]:
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise GraphError(f"not valid YAML ({problem})", key=where) from None
+    except OSError as exc:
+        raise GraphError(f"cannot read: {exc.strerror}") from None
+    if not isinstance(document, dict):
+        raise GraphError("a graph file is a YAML mapping with a 'nodes' list")
+    return document
+
+
+def _parse_arguments(raw: object) -> tuple[LaunchArgument, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise GraphError(f"expected a mapping of name: default, got {_kind(raw)}", key="arguments")
+    arguments = []
+    for name, spec in raw.items():
+        key = _join("arguments", name)
+        if isinstance(spec, dict):
+            _reject_unknown(spec, _ARGUMENT_KEYS, key)
+            default, description = spec.get("default"), _get(spec, "description", str, key, "")
+        else:
+            default, description = spec, ""
+        if default is not None and not isinstance(default, (str, int, float, bool)):
+            raise GraphError(f"a default is a single value, got {_kind(default)}", key=key)
+        text = None if default is None else _yaml_text(default)
+        arguments.append(_build(LaunchArgument, key, name=str(name), default=text,
+                                description=description))  # fmt: skip
+    return tuple(arguments)
+
+
+def _argument_values(
+    arguments: tuple[LaunchArgument, ...], overrides: Mapping[str, str]
+) -> dict[str, str]:
+    declared = {argument.name: argument for argument in arguments}
+    for name in overrides:
+        if name not in declared:
+            raise GraphError(
+                f"the graph declares no launch argument {name!r}; declared: "
+                f"{', '.join(declared) or 'none'}" + _did_you_mean(name, declared),
+                key="arguments",
+            )
+    values = {}
+    for name, argument in declared.items():
+        value = overrides.get(name, argument.default)
+        if value is None:
+            raise GraphError(
+                f"required launch argument; give it as {name}:=VALUE", key=f"arguments.{name}"
+            )
+        values[name] = str(value)
+    return values
+
+
+def _substitute(value: Any, values: Mapping[str, str], key: str) -> Any:
+    """Replace `${name}` in every string value.
+
+    A string that is exactly `${name}` takes the YAML type of the argument's value, as launch_ros
+    does for substituted parameters, so `respawn: ${sim}` gives a bool.
+    """
+    if isinstance(value, dict):
+        return {k: _substitute(v, values, _join(key, k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, values, f"{key}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in values:
+            raise GraphError(
+                f"${{{name}}} is not a declared launch argument (declare it under 'arguments:');"
+                f" declared: {', '.join(values) or 'none'}" + _did_you_mean(name, values),
+                key=key,
+            )
+        return values[name]
+
+    whole = _SUBSTITUTION_RE.fullmatch(value)
+    if whole is None:
+        return _SUBSTITUTION_RE.sub(replace, value)
+    text = replace(whole)
+    try:
+        return yaml.safe_load(text) if text.strip() else text
+    except yaml.YAMLError:
+        return text
+
+
+def _parse_node(raw: object, key: str, graph_file: Path, known: Collection[str]) -> NodeSpec:
+    if not isinstance(raw, dict):
+        raise GraphError(f"a node is a mapping with name and executable, got {_kind(raw)}", key)
+    _reject_unknown(raw, _NODE_KEYS, key)
+    node = _build(
+        NodeSpec,
+        key,
+        name=_get(raw, "name", str, key),
+        executable=_get(raw, "executable", str, key),
+        namespace=_get(raw, "namespace", str, key, ""),
+        parameters=_parse_parameters(raw.get("parameters"), f"{key}.parameters", graph_file),
+        remappings=tuple(_get_strings(raw, "remappings", dict, key).items()),
+        respawn=_get(raw, "respawn", bool, key, False),
+        respawn_delay_s=float(_get(raw, "respawn_delay_s", float, key, 1.0)),
+        critical=_get(raw, "critical", bool, key, False),
+        env=_get_strings(raw, "env", dict, key),
+        arguments=tuple(_get_strings(raw, "arguments", list, key)),
+    )
+    _check_executable_known(node.executable, known, f"{key}.executable")
+    return node
+
+
+def _parse_parameters(raw: object, key: str, graph_file: Path) -> tuple[Path | ParameterDict, ...]:
+    if raw is None:
+        return ()
+    items = [raw] if isinstance(raw, dict) else raw  # one mapping: shorthand for a list of one
+    if not isinstance(items, list):
+        raise GraphError(f"expected a list of parameter files and mappings, got {_kind(raw)}", key)
+    sources: list[Path | ParameterDict] = []
+    for index, item in enumerate(items):
+        item_key = f"{key}[{index}]"
+        if isinstance(item, str):
+            sources.append(_resolve_parameter_file(item, item_key, graph_file))
+        elif isinstance(item, dict):
+            _check_parameters(item, item_key)
+            sources.append(item)
+        else:
+            raise GraphError(f"expected a file path or a mapping, got {_kind(item)}", item_key)
+    return tuple(sources)
+
+
+def _resolve_parameter_file(text: str, key: str, graph_file: Path) -> Path:
+    path = Path(text).expanduser()
+    # The package's config dir first (the documented rule), then beside a graph given by path.
+    candidates = [path] if path.is_absolute() else [config_dir() / path, graph_file.parent / path]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    looked = " or ".join(str(c) for c in dict.fromkeys(candidates))
+    raise GraphError(f"parameter file {text!r} not found (looked for {looked})", key)
+
+
+def _check_parameters(parameters: Mapping[Any, Any], key: str) -> None:
+    for name, value in parameters.items():
+        item_key = _join(key, name)
+        if not isinstance(name, str) or not _PARAMETER_NAME_RE.match(name):
+            raise GraphError("not a parameter name; use letters, digits, '_' and '.'", item_key)
+        if isinstance(value, dict):
+            _check_parameters(value, item_key)
+            continue
+        kinds = {_parameter_kind(v, item_key) for v in value} if isinstance(value, list) else ()
+        # ROS parameter arrays hold one type; rcl rejects a mixed sequence at start-up.
+        if len(kinds) > 1:
+            raise GraphError(f"an array holds one type, got {', '.join(sorted(kinds))}", item_key)
+        if not isinstance(value, list):
+            _parameter_kind(value, item_key)
+
+
+def _parameter_kind(value: object, key: str) -> str:
+    for kind, types in (("bool", bool), ("int", int), ("float", float), ("str", str)):
+        if isinstance(value, types):
+            return kind
+    raise GraphError(
+        f"a parameter is a bool, int, float, string or a list of one of them, got {_kind(value)}",
+        key,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Typed access with errors that name the key
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, (dict, list)):
+        return "a mapping" if isinstance(value, dict) else "a list"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _join(key: str, name: object) -> str:
+    return f"{key}.{name}" if key else str(name)
+
+
+def _did_you_mean(word: str, choices: Collection[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f". Did you mean {close[0]!r}?" if close else ""
+
+
+def _reject_unknown(raw: Mapping[Any, Any], allowed: tuple[str, ...], key: str) -> None:
+    for name in raw:
+        if name not in allowed:
+            raise GraphError(
+                f"unknown key; allowed: {', '.join(allowed)}" + _did_you_mean(str(name), allowed),
+                _join(key, name),
+            )
+
+
+_TYPE_NAMES = {bool: "true or false", str: "a string", float: "a number", list: "a list",
+               dict: "a mapping"}  # fmt: skip
+
+
+def _get(raw: Mapping[str, Any], name: str, kind: type, key: str, default: Any = ...) -> Any:
+    if name not in raw:
+        if default is ...:
+            raise GraphError(f"missing required key {name!r}", key)
+        return default
+    value = raw[name]
+    if kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:  # bool is an int in Python, but `respawn_delay_s: true` is a mistake
+        ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+    if not ok:
+        hint = " (quote it in YAML)" if kind is str and value is not None else ""
+        raise GraphError(
+            f"expected {_TYPE_NAMES[kind]}, got {_kind(value)}{hint}", _join(key, name)
+        )
+    return value
+
+
+def _get_strings(raw: Mapping[str, Any], name: str, kind: type, key: str) -> Any:
+    """Return a list of strings or a str -> str mapping (absent: empty)."""
+    values = _get(raw, name, kind, key, kind())
+    items = values.items() if isinstance(values, dict) else enumerate(values)
+    for item, value in items:
+        if not isinstance(item, (str, int)) or not isinstance(value, str):
+            raise GraphError(
+                f"expected a string, got {_kind(value)} (quote it in YAML)",
+                f"{key}.{name}[{item}]" if isinstance(values, list) else f"{key}.{name}.{item}",
+            )
+    return values
+
+
+def _yaml_text(value: str | int | float | bool) -> str:
+    # YAML spelling, so that a default of `false` substitutes back as a bool.
+    return value if isinstance(value, str) else yaml.safe_dump(value).splitlines()[0]
+
+
+# --------------------------------------------------------------------------------------------
+# What the launchers pass to a node
+
+
+def ros_arguments(node: NodeSpec, params_dir: Path | None = None) -> list[str]:
+    """Return the `--ros-args ...` part of a node's command line, as launch_ros builds it.
+
+    Order: `-r __node:=`, `-r __ns:=`, one `--params-file` per parameter source in order
+    (inline mappings are written to a file first, like launch_ros does), then `-r from:=to`.
+
+    Args:
+        node: The node.
+        params_dir: Where to write inline parameter files; by default a per-user temporary
+            directory, with content-addressed file names so repeated calls reuse one file.
+    """
+    args = ["--ros-args", "-r", f"__node:={node.name}"]
+    if node.namespace:
+        args += ["-r", f"__ns:={node.namespace}"]
+    for parameters in node.parameters:
+        if isinstance(parameters, Path):
+            args += ["--params-file", str(parameters)]
+        else:
+            args += ["--params-file", str(write_parameter_file(node, parameters, params_dir))]
+    for source, target in node.remappings:
+        args += ["-r", f"{source}:={target}"]
+    return args
+
+
+def write_parameter_file(
+    node: NodeSpec, parameters: ParameterDict, params_dir: Path | None = None
+) -> Path:
+    """Write inline parameters as a ROS 2 parameter file and return its path.
+
+    launch_ros puts dict parameters under the `/**` wildcard, so a file given earlier that names
+    the node explicitly (`/talker: ...`) still wins over them; we keep that rule.
+    """
+    text = yaml.safe_dump(
+        {"/**": {"ros__parameters": _plain(parameters)}}, sort_keys=False, default_flow_style=False
+    )
+    if params_dir is None:
+        user = getattr(os, "getuid", lambda: "user")()
+        params_dir = Path(tempfile.gettempdir()) / f"{PACKAGE}-params-{user}"
+    params_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    path = params_dir / f"{node.name}-{digest}.yaml"
+    if not path.is_file():
+        # Write then rename: two launchers racing on the same file never see half of it.
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
+    return path
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def launch_ros_node_kwargs(
+    node: NodeSpec, *, python: str = sys.executable, package: str = PACKAGE
+) -> dict[str, Any]:
+    """Return the keyword arguments of `launch_ros.actions.Node` for a node.
+
+    Used by `launch/bringup.launch.py`; kept here, free of launch imports, so it is testable
+    without ROS. `python:` and path executables run through `python` the way launch_ros runs any
+    program (`Node(executable=..., arguments=...)` without a package).
+    """
+    kwargs: dict[str, Any] = {"name": node.name, "output": "screen"}
+    arguments = list(node.arguments)
+    if node.executable.startswith(PYTHON_MODULE_PREFIX):
+        module = node.executable[len(PYTHON_MODULE_PREFIX) :]
+        kwargs["executable"] = python
+        arguments = ["-m", module, *arguments]
+    elif os.path.isabs(node.executable):
+        if node.executable.endswith(".py"):
+            kwargs["executable"] = python
+            arguments = [node.executable, *arguments]
+        else:
+            kwargs["executable"] = node.executable
+    else:
+        kwargs["package"] = package
+        kwargs["executable"] = node.executable
+    if node.namespace:
+        kwargs["namespace"] = node.namespace
+    if node.parameters:
+        kwargs["parameters"] = [
+            str(p) if isinstance(p, Path) else _plain(p) for p in node.parameters
+        ]
+    if node.remappings:
+        kwargs["remappings"] = list(node.remappings)
+    if arguments:
+        kwargs["arguments"] = arguments
+    if node.respawn:
+        kwargs["respawn"] = True
+        kwargs["respawn_delay"] = node.respawn_delay_s
+    if node.env:
+        kwargs["additional_env"] = dict(node.env)
+    # ExecuteProcess takes these as substitutions (strings): the same escalation as ours.
+    kwargs["sigterm_timeout"] = f"{SIGINT_TIMEOUT_S:g}"
+    kwargs["sigkill_timeout"] = f"{SIGTERM_TIMEOUT_S:g}"
+    return kwargs

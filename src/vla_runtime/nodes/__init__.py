@@ -1,0 +1,1 @@
+"""Thin node adapters, one module per executable (DESIGN §9)."""

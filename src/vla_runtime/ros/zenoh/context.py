@@ -1,0 +1,174 @@
+"""The process-wide middleware context: one Zenoh session shared by every node, as rmw_zenoh.
+
+`init()` reads the environment and `--ros-args` once, opens the session (peer, connected to the
+router) and starts following the graph's liveliness tokens. `shutdown()` wakes every executor so
+`spin()` returns, and closes the session. SIGINT/SIGTERM shut the context down cleanly.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import zenoh
+
+from vla_runtime.ros.zenoh.arguments import RosArguments, parse_ros_args
+from vla_runtime.ros.zenoh.config import SessionSettings, open_session, session_config
+from vla_runtime.ros.zenoh.graph import GraphCache
+from vla_runtime.ros.zenoh.wire import ADMIN_SPACE
+
+_LOG = logging.getLogger("vla_runtime.zenoh")
+
+
+class NotInitializedError(RuntimeError):
+    """The middleware was used before `init()` or after `shutdown()`."""
+
+
+class Context:
+    """rclpy.context.Context for the zenoh backend."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._session: zenoh.Session | None = None
+        self._liveliness_subscriber: Any = None
+        self._shutdown = threading.Event()
+        self._closed = threading.Event()
+        self._initialized = False
+        self._next_id = 0
+        self._on_shutdown: list[Callable[[], None]] = []
+        self.graph = GraphCache()
+        self.settings: SessionSettings | None = None
+        self.ros_args = RosArguments()
+        self.argv: list[str] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def init(self, args: list[str] | None = None, domain_id: int | None = None) -> None:
+        with self._lock:
+            if self._initialized and not self._shutdown.is_set():
+                raise RuntimeError("Context.init() must only be called once")
+            self.argv = list(sys.argv if args is None else args)
+            self.ros_args = parse_ros_args(self.argv)
+            settings = SessionSettings.from_environ()
+            if domain_id is not None:
+                settings = SessionSettings(
+                    domain_id, settings.router_endpoint, settings.session_config_uri,
+                    settings.router_config_uri, settings.config_override,
+                )
+            self.settings = settings
+            self._session = open_session(session_config(settings))
+            self._shutdown.clear()
+            self._closed.clear()
+            self._initialized = True
+        self._follow_graph()
+        if not self._session.info.routers_zid():
+            _LOG.warning(
+                "no Zenoh router reachable at %s: nodes will not discover each other until one "
+                "runs (start it with `vla-runtime router`)",
+                settings.router_endpoint,
+            )
+
+    def _follow_graph(self) -> None:
+        assert self._session is not None and self.settings is not None
+
+        def on_token(sample: zenoh.Sample) -> None:
+            key = str(sample.key_expr)
+            if sample.kind == zenoh.SampleKind.PUT:
+                self.graph.put(key)
+            else:
+                self.graph.delete(key)
+
+        # history=True also delivers the tokens that existed before we subscribed.
+        self._liveliness_subscriber = self._session.liveliness().declare_subscriber(
+            f"{ADMIN_SPACE}/{self.settings.domain_id}/**", on_token, history=True
+        )
+
+    def ok(self) -> bool:
+        return self._initialized and not self._shutdown.is_set()
+
+    def on_shutdown(self, callback: Callable[[], None]) -> None:
+        self._on_shutdown.append(callback)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            if not self._initialized or self._shutdown.is_set():
+                raise RuntimeError("Context.shutdown() called on a context that is not running")
+            self._shutdown.set()
+            callbacks, self._on_shutdown = self._on_shutdown, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 - shutdown must finish whatever a callback does
+                _LOG.exception("error in an on-shutdown callback")
+        session, self._session = self._session, None
+        if session is not None:
+            try:
+                session.close()
+            except Exception:  # noqa: BLE001
+                _LOG.debug("error closing the Zenoh session", exc_info=True)
+        self._closed.set()
+
+    def try_shutdown(self) -> None:
+        try:
+            self.shutdown()
+        except RuntimeError:
+            # Already down, or going down on another thread (a signal): let that finish, so
+            # the interpreter never exits while the session is closing.
+            if self._initialized:
+                self._closed.wait(5.0)
+
+    def wait_for_shutdown(self, timeout_s: float | None = None) -> bool:
+        return self._shutdown.wait(timeout_s)
+
+    # -- shared state ------------------------------------------------------------------------
+
+    @property
+    def session(self) -> zenoh.Session:
+        if self._session is None or not self.ok():
+            raise NotInitializedError(
+                "the middleware is not initialised: call vla_runtime.ros.init() first"
+            )
+        return self._session
+
+    @property
+    def domain_id(self) -> int:
+        assert self.settings is not None
+        return self.settings.domain_id
+
+    @property
+    def session_id(self) -> str:
+        return str(self.session.zid())
+
+    def next_entity_id(self) -> int:
+        """rmw_zenoh: one counter per context, shared by nodes and their entities."""
+        with self._lock:
+            entity_id = self._next_id
+            self._next_id += 1
+            return entity_id
+
+
+_default_context = Context()
+
+
+def default_context() -> Context:
+    return _default_context
+
+
+def install_signal_handlers(context: Context) -> None:
+    """SIGINT/SIGTERM: shut the context down so `spin()` returns; SIGINT also raises
+    KeyboardInterrupt in the main thread, as with rclpy's default handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, _frame: Any) -> None:
+        # Shutting down takes locks the interrupted code may hold: do it on another thread.
+        threading.Thread(target=context.try_shutdown, name="ros-shutdown", daemon=True).start()
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
