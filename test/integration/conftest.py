@@ -3,43 +3,15 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import textwrap
-import time
 from collections.abc import Iterator
-from pathlib import Path
+from typing import Any
 
 import pytest
+from graph_helpers import Child, child_env, free_port, wait_port
 
 from vla_runtime import ros
-
-SRC = str(Path(__file__).resolve().parents[2] / "src")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(port: int, timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
-
-
-def child_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "")
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -75,41 +47,6 @@ def ros_context(router: str) -> Iterator[None]:
         yield
     finally:
         ros.try_shutdown()
-
-
-class Child:
-    """A Python snippet run as a separate node process."""
-
-    def __init__(self, code: str, *args: str) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", textwrap.dedent(code), *args],
-            env=child_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-
-    def wait_for_line(self, needle: str, timeout_s: float = 10.0) -> str:
-        assert self.process.stdout is not None
-        deadline = time.monotonic() + timeout_s
-        seen = []
-        while time.monotonic() < deadline:
-            line = self.process.stdout.readline()
-            if not line:
-                break
-            seen.append(line)
-            if needle in line:
-                return line
-        raise AssertionError(f"child never printed {needle!r}; output:\n{''.join(seen)}")
-
-    def stop(self) -> str:
-        self.process.terminate()
-        try:
-            out, _ = self.process.communicate(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            out, _ = self.process.communicate()
-        return out or ""
 
 
 @pytest.fixture

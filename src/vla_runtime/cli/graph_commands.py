@@ -103,7 +103,7 @@ def _fill(cls: Any, values: dict[str, Any]) -> Any:
 def _to_yaml(msg: Any, truncate: int | None) -> str:
     from vla_runtime.ros.message_dict import message_to_yaml
 
-    return message_to_yaml(msg, truncate_length=truncate or None)
+    return message_to_yaml(msg, truncate_arrays=truncate or None)
 
 
 # -- topic ------------------------------------------------------------------------------------

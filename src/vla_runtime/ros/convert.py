@@ -132,7 +132,8 @@ def image_to_numpy(msg: Any) -> np.ndarray:
     strides: tuple[int, ...] = (step, channels * dtype.itemsize)
     if channels > 1:
         shape, strides = (*shape, channels), (*strides, dtype.itemsize)
-    return np.ndarray(shape, dtype=dtype, buffer=data, strides=strides)
+    view: np.ndarray = np.ndarray(shape, dtype=dtype, buffer=data, strides=strides)
+    return view
 
 
 def numpy_to_image(
@@ -200,7 +201,7 @@ def _assign_numeric(msg: Any, field_name: str, values: np.ndarray, typecode: str
         setattr(msg, field_name, values)
         return
     target = array.array(typecode)
-    target.frombytes(np.ascontiguousarray(values))
+    target.frombytes(np.ascontiguousarray(values).data)
     setattr(msg, field_name, target)
 
 

@@ -139,7 +139,9 @@ def _field_value(msg: Any, key: str, type_string: str, value: Any, owner: str) -
     current = getattr(msg, key)
     if isinstance(value, (bytes, bytearray)) and isinstance(current, np.ndarray):
         return np.frombuffer(value, dtype=current.dtype).copy()
-    items = [_scalar(item, element, f"{where}[{i}]") for i, item in enumerate(value)]
+    items = [
+        _scalar(item, element, f'field "{key}[{i}]" of {owner}') for i, item in enumerate(value)
+    ]
     # Keep the container kind the class uses: numpy (zenoh backend, rclpy fixed arrays),
     # array.array (rclpy numeric sequences) or list.
     if isinstance(current, np.ndarray):

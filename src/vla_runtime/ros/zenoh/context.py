@@ -19,6 +19,7 @@ import zenoh
 from vla_runtime.ros.zenoh.arguments import RosArguments, parse_ros_args
 from vla_runtime.ros.zenoh.config import SessionSettings, open_session, session_config
 from vla_runtime.ros.zenoh.graph import GraphCache
+from vla_runtime.ros.zenoh.logger import RcutilsLogger
 from vla_runtime.ros.zenoh.wire import ADMIN_SPACE
 
 _LOG = logging.getLogger("vla_runtime.zenoh")
@@ -66,10 +67,9 @@ class Context:
             self._initialized = True
         self._follow_graph()
         if not self._session.info.routers_zid():
-            _LOG.warning(
-                "no Zenoh router reachable at %s: nodes will not discover each other until one "
-                "runs (start it with `vla-runtime router`)",
-                settings.router_endpoint,
+            RcutilsLogger("vla_runtime").warning(
+                f"no Zenoh router reachable at {settings.router_endpoint}: nodes will not "
+                "discover each other until one runs (start it with `vla-runtime router`)"
             )
 
     def _follow_graph(self) -> None:

@@ -77,10 +77,11 @@ _STORE = get_typestore(Stores.ROS2_JAZZY)  # a fresh, private instance
 if service_definitions.SERVICE_EVENT_INFO not in _STORE.fielddefs:
     _STORE.fielddefs.update(service_definitions.service_event_info_fielddefs())
 _STORE.fielddefs.update(service_definitions.all_service_fielddefs())
-_FIELDDEFS = _STORE.fielddefs
+# Typed loosely on purpose: rosbags' precise field-description types do not narrow by `kind`.
+_FIELDDEFS: dict[str, Any] = _STORE.fielddefs
 
 
-class _ClassTable(dict):  # type: ignore[type-arg]
+class _ClassTable(dict[str, type]):
     """`Typestore.types` replacement that builds our message class on first lookup.
 
     rosbags' generated deserialisers construct nested messages with
@@ -169,7 +170,7 @@ def _rosidl_type(desc: Any) -> str:
     base, bound = detail
     if base == "string" and bound:
         return f"string<{bound}>"
-    return _ROSIDL_NAMES.get(base, base)
+    return str(_ROSIDL_NAMES.get(base, base))
 
 
 def _message_eq(self: Any, other: Any) -> Any:
