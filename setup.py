@@ -1,12 +1,15 @@
 """Build script shared by pip (`pip install -e .`) and colcon (ament_python).
 
-Metadata and dependencies live in pyproject.toml; this file adds what only setup.py can say:
-the ROS 2 share/ data files and the executables `ros2 run` looks for under lib/vla_runtime.
+colcon reads package metadata from this file, so it all lives here (pyproject.toml only
+configures the build system and the tools). Besides the Python package it installs what
+`ros2 run`/`ros2 launch` look for: executables under lib/vla_runtime (see setup.cfg) and
+launch/, config/, urdf/ under share/vla_runtime.
 """
 
+import os
 from glob import glob
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 PACKAGE = "vla_runtime"
 
@@ -14,26 +17,67 @@ PACKAGE = "vla_runtime"
 NODE_EXECUTABLES = ["talker_node", "listener_node"]
 
 
-def _data_files() -> list[tuple[str, list[str]]]:
+def _data_files() -> list:
     files = [
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
-        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/launch", sorted(glob("launch/*.launch.py"))),
     ]
     for folder in ("config", "urdf"):
+        by_dir: dict = {}
         for path in sorted(glob(f"{folder}/**/*", recursive=True)):
-            if not path.endswith("/") and not _is_dir(path):
-                files.append((f"share/{PACKAGE}/{path.rsplit('/', 1)[0]}", [path]))
+            if os.path.isfile(path):
+                by_dir.setdefault(os.path.dirname(path), []).append(path)
+        files += [(f"share/{PACKAGE}/{d}", paths) for d, paths in sorted(by_dir.items())]
     return files
 
 
-def _is_dir(path: str) -> bool:
-    import os
-
-    return os.path.isdir(path)
+def _readme() -> str:
+    try:
+        with open("README.md", encoding="utf-8") as handle:
+            return handle.read()
+    except OSError:
+        return ""
 
 
 setup(
+    name=PACKAGE,
+    version="0.1.0",
+    description="Real-time ROS 2 runtime for vision-language-action robot policies",
+    long_description=_readme(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    maintainer="vla_runtime maintainers",
+    maintainer_email="maintainers@vla-runtime.dev",
+    python_requires=">=3.10",
+    package_dir={"": "src"},
+    packages=find_packages("src"),
+    package_data={PACKAGE: ["py.typed"]},
+    zip_safe=False,
+    install_requires=[
+        # rmw_zenoh Jazzy/Kilted vendor Zenoh 1.8; the wire protocol is stable across 1.x.
+        "eclipse-zenoh>=1.8,<2",
+        # CDR and the ROS 2 message definitions (Jazzy type store). Our type support uses
+        # rosbags' generated (de)serialisers, whose internals are those of 0.11.
+        "rosbags>=0.11,<0.12",
+        # rmw_zenoh entity GIDs are XXH3-128 of the liveliness key.
+        "xxhash>=3",
+        "numpy>=1.24",
+        "pyyaml>=6",
+    ],
+    extras_require={
+        "dev": [
+            "pytest>=8",
+            "pytest-timeout>=2.2",
+            "ruff>=0.6",
+            "mypy>=1.10",
+            "types-PyYAML",
+            "colcon-common-extensions>=0.3",
+            "catkin-pkg>=1.0",
+        ],
+        # ROS 2's default DDS, for side-by-side transport numbers.
+        "bench": ["cyclonedds>=0.10"],
+    },
     data_files=_data_files(),
     entry_points={
         "console_scripts": [

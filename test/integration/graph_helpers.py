@@ -37,7 +37,6 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-
 class Child:
     """A Python snippet run as a separate node process."""
 

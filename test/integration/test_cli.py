@@ -7,7 +7,6 @@ import sys
 from typing import Any
 
 import pytest
-
 from graph_helpers import child_env
 
 pytestmark = pytest.mark.integration
@@ -16,18 +15,41 @@ pytestmark = pytest.mark.integration
 def cli(*args: str, timeout_s: float = 30.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "vla_runtime.cli", *args],
-        env=child_env(), capture_output=True, text=True, timeout=timeout_s,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
     )
 
 
 def test_pub_and_echo_once(router: str) -> None:
     echo = subprocess.Popen(
-        [sys.executable, "-m", "vla_runtime.cli", "topic", "echo", "--once", "/cli_chatter",
-         "std_msgs/msg/String"],
-        env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "vla_runtime.cli",
+            "topic",
+            "echo",
+            "--once",
+            "/cli_chatter",
+            "std_msgs/msg/String",
+        ],
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    pub = cli("topic", "pub", "--rate", "5", "--times", "15", "/cli_chatter",
-              "std_msgs/msg/String", "{data: hello}")
+    pub = cli(
+        "topic",
+        "pub",
+        "--rate",
+        "5",
+        "--times",
+        "15",
+        "/cli_chatter",
+        "std_msgs/msg/String",
+        "{data: hello}",
+    )
     assert pub.returncode == 0, pub.stderr
     out, err = echo.communicate(timeout=20)
     assert echo.returncode == 0, err
@@ -45,8 +67,11 @@ def test_echo_discovers_the_type_and_hz_measures_the_rate(spawn: Any) -> None:
     assert "data: hello" in echo.stdout
     hz = cli("topic", "hz", "/chatter", "--count", "2")
     assert hz.returncode == 0, hz.stderr
-    rates = [float(line.split(":")[1]) for line in hz.stdout.splitlines()
-             if line.startswith("average rate")]
+    rates = [
+        float(line.split(":")[1])
+        for line in hz.stdout.splitlines()
+        if line.startswith("average rate")
+    ]
     assert rates and all(15.0 < rate < 25.0 for rate in rates), hz.stdout
     listing = cli("topic", "list", "-t")
     assert "/chatter [std_msgs/msg/String]" in listing.stdout

@@ -17,14 +17,25 @@ def test_node_parameters_from_yaml_and_command_line(router: str, tmp_path: Path)
         "/**:\n  ros__parameters:\n    control_rate_hz: 100.0\n    joints: [a, b]\n"
         "/arm/driver:\n  ros__parameters:\n    port: /dev/ttyACM0\n    gains: {kp: 30.0}\n"
     )
-    ros.init(args=["driver", "--ros-args", "-r", "__ns:=/arm", "--params-file", str(params),
-                   "-p", "control_rate_hz:=200.0"])
+    ros.init(
+        args=[
+            "driver",
+            "--ros-args",
+            "-r",
+            "__ns:=/arm",
+            "--params-file",
+            str(params),
+            "-p",
+            "control_rate_hz:=200.0",
+        ]
+    )
     try:
         node = ros.Node("driver")
         assert node.get_parameter("use_sim_time").value is False
         node.declare_parameter("control_rate_hz", 50.0)
-        node.declare_parameter("port", "/dev/ttyUSB0",
-                               ros.ParameterDescriptor(read_only=True, description="bus"))
+        node.declare_parameter(
+            "port", "/dev/ttyUSB0", ros.ParameterDescriptor(read_only=True, description="bus")
+        )
         node.declare_parameter("joints", ["x"])
         node.declare_parameter("gains.kp", 1.0)
         node.declare_parameter("unset_default", 7)

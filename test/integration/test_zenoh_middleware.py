@@ -6,6 +6,7 @@ the other. Everything runs on a private loopback router (conftest `router`).
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 
@@ -69,7 +70,9 @@ def test_every_qos_combination_crosses_processes(ros_context: None, spawn: Any) 
     received: dict[str, list[str]] = {name: [] for name in QOS_CASES}
     for name, kwargs in QOS_CASES.items():
         node.create_subscription(
-            String, f"/qos/{name}", lambda msg, n=name: received[n].append(msg.data),
+            String,
+            f"/qos/{name}",
+            lambda msg, n=name: received[n].append(msg.data),
             ros.QoSProfile(**kwargs),
         )
     child = spawn(PUBLISHER.format(cases=QOS_CASES))
@@ -165,10 +168,10 @@ def test_services_round_trip(ros_context: None, spawn: Any) -> None:
     response = set_bool.call(get_service("std_srvs/srv/SetBool").Request(data=True), 10.0)
     assert response.success is True and response.message == "data was True"
 
-    AddTwoInts = get_service("example_interfaces/srv/AddTwoInts")
-    add = node.create_client(AddTwoInts, "add_two_ints")
+    add_two_ints = get_service("example_interfaces/srv/AddTwoInts")
+    add = node.create_client(add_two_ints, "add_two_ints")
     assert add.wait_for_service(timeout_sec=10.0)
-    assert add.call(AddTwoInts.Request(a=40, b=2), 10.0).sum == 42
+    assert add.call(add_two_ints.Request(a=40, b=2), 10.0).sum == 42
 
     broken = node.create_client(get_service("std_srvs/srv/Trigger"), "/broken")
     assert broken.wait_for_service(timeout_sec=10.0)
@@ -198,12 +201,20 @@ def test_bad_payloads_are_rejected_and_the_subscription_keeps_working(
     good_attachment = wire.Attachment(1, time.time_ns(), b"\x01" * 16).encode()
     # Malformed CDR, CDR of another type, a missing attachment, then a good sample.
     session.put(key, b"\x00\x01\x00\x00\xff\xff\xff\x7f", attachment=good_attachment)
-    session.put(key, bytes(message_support("std_msgs/msg/Float64").serialize(
-        get_message("std_msgs/msg/Float64")(data=1.5))), attachment=good_attachment)
+    session.put(
+        key,
+        bytes(
+            message_support("std_msgs/msg/Float64").serialize(
+                get_message("std_msgs/msg/Float64")(data=1.5)
+            )
+        ),
+        attachment=good_attachment,
+    )
     session.put(key, bytes(support.serialize(String(data="no attachment"))))
     session.put(key, bytes(support.serialize(String(data="good"))), attachment=good_attachment)
     assert _spin_until(node, lambda: got == ["good"] and subscription.rejected >= 2, 5.0), (
-        got, subscription.rejected,
+        got,
+        subscription.rejected,
     )
     assert ros.ok()
 
@@ -252,7 +263,7 @@ def test_timer_runs_on_the_steady_clock(ros_context: None) -> None:
     count = len(ticks)
     ros.spin_once(node, timeout_sec=0.1)
     assert len(ticks) == count
-    periods = [(b - a) / 1e9 for a, b in zip(ticks, ticks[1:])]
+    periods = [(b - a) / 1e9 for a, b in itertools.pairwise(ticks)]
     assert 0.015 < sum(periods) / len(periods) < 0.03
 
 

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
-
-os.environ["VLA_RUNTIME_MIDDLEWARE"] = "zenoh"
-
 import array
+from collections.abc import Iterator
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from vla_runtime.ros import interfaces
-from vla_runtime.ros.backend import backend_name
+from vla_runtime.ros import convert, interfaces
+from vla_runtime.ros.backend import backend_module, backend_name
 from vla_runtime.ros.convert import (
     JointStateArrays,
     image_to_numpy,
@@ -26,8 +24,20 @@ from vla_runtime.ros.convert import (
 )
 from vla_runtime.ros.zenoh.typesupport import support_for
 
-backend_name.cache_clear()
-interfaces.get_message.cache_clear()
+
+def _clear_backend_caches() -> None:
+    for cached in (backend_name, backend_module, interfaces.get_message, interfaces.get_service):
+        cached.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def _zenoh_backend(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Run on the zenoh backend's classes, then let later tests choose their backend afresh."""
+    monkeypatch.setenv("VLA_RUNTIME_MIDDLEWARE", "zenoh")
+    _clear_backend_caches()
+    yield
+    _clear_backend_caches()
+
 
 get_message = interfaces.get_message
 
@@ -129,6 +139,16 @@ def test_image_data_from_rclpy_style_containers() -> None:
     view = image_to_numpy(msg)
     assert np.shares_memory(view, np.frombuffer(data, dtype=np.uint8))
     np.testing.assert_array_equal(view, pixels)
+
+
+def test_rclpy_style_sequences_get_one_copy_into_array_array() -> None:
+    # rclpy's uint8[]/float64[] fields are array.array and refuse numpy arrays on assignment.
+    msg = SimpleNamespace(data=array.array("B"), position=array.array("d"))
+    pixels = np.arange(6, dtype=np.uint16)
+    convert._assign_numeric(msg, "data", pixels.view(np.uint8), "B")
+    assert msg.data == array.array("B", pixels.tobytes())
+    convert._assign_numeric(msg, "position", np.array([0.5, 1.5]), "d")
+    assert msg.position == array.array("d", [0.5, 1.5])
 
 
 def test_big_endian_images_decode_to_the_right_values() -> None:

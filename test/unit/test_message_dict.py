@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
-import os
-
-os.environ["VLA_RUNTIME_MIDDLEWARE"] = "zenoh"
+import array
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import yaml
 
 from vla_runtime.ros import interfaces
-from vla_runtime.ros.backend import backend_name
+from vla_runtime.ros.backend import backend_module, backend_name
 from vla_runtime.ros.message_dict import fill_message, message_to_dict, message_to_yaml
 
-backend_name.cache_clear()
-interfaces.get_message.cache_clear()
+
+def _clear_backend_caches() -> None:
+    for cached in (backend_name, backend_module, interfaces.get_message, interfaces.get_service):
+        cached.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def _zenoh_backend(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Run on the zenoh backend's classes, then let later tests choose their backend afresh."""
+    monkeypatch.setenv("VLA_RUNTIME_MIDDLEWARE", "zenoh")
+    _clear_backend_caches()
+    yield
+    _clear_backend_caches()
+
 
 get_message = interfaces.get_message
 
@@ -148,3 +159,29 @@ def test_fill_message_with_no_values_gives_defaults() -> None:
     assert fill_message(cls, None) == cls() == fill_message(cls, {})
     with pytest.raises(ValueError, match="must be a mapping"):
         fill_message(cls, [1, 2])  # type: ignore[arg-type]
+
+
+class _RosidlStyleJointState:
+    """Stand-in for an rclpy generated class: slots, array.array sequences, type strings."""
+
+    __slots__ = ("name", "position")
+
+    def __init__(self) -> None:
+        self.name: list[str] = []
+        self.position = array.array("d")
+
+    @classmethod
+    def get_fields_and_field_types(cls) -> dict[str, str]:
+        return {"name": "sequence<string>", "position": "sequence<double>"}
+
+
+_RosidlStyleJointState.__module__ = "sensor_msgs.msg._joint_state"
+_RosidlStyleJointState.__name__ = "JointState"
+
+
+def test_rosidl_style_classes_keep_their_containers() -> None:
+    msg = fill_message(_RosidlStyleJointState, {"name": ["a"], "position": [1]})
+    assert msg.position == array.array("d", [1.0])
+    assert message_to_dict(msg) == {"name": ["a"], "position": [1.0]}
+    with pytest.raises(ValueError, match='unknown field "effort" for sensor_msgs/msg/JointState'):
+        fill_message(_RosidlStyleJointState, {"effort": [1.0]})

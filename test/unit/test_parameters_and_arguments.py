@@ -28,16 +28,33 @@ Descriptor = get_message("rcl_interfaces/msg/ParameterDescriptor")
 
 def test_launch_ros_style_arguments() -> None:
     argv = [
-        "prog", "--user-flag", "--ros-args", "-r", "__node:=camera_top", "-r", "__ns:=/cams",
-        "--params-file", "/tmp/p.yaml", "-p", "rate_hz:=30.0", "-p", "camera_top:name:=top",
-        "-r", "image:=/cameras/top/image_raw", "--log-level", "debug", "--", "tail",
+        "prog",
+        "--user-flag",
+        "--ros-args",
+        "-r",
+        "__node:=camera_top",
+        "-r",
+        "__ns:=/cams",
+        "--params-file",
+        "/tmp/p.yaml",
+        "-p",
+        "rate_hz:=30.0",
+        "-p",
+        "camera_top:name:=top",
+        "-r",
+        "image:=/cameras/top/image_raw",
+        "--log-level",
+        "debug",
+        "--",
+        "tail",
     ]
     args = parse_ros_args(argv)
     assert args.node_name_override("camera") == "camera_top"
     assert args.namespace_override("camera_top") == "/cams"
     assert args.params_files == ["/tmp/p.yaml"]
     assert [(p.name, p.value, p.node) for p in args.params] == [
-        ("rate_hz", 30.0, None), ("name", "top", "camera_top"),
+        ("rate_hz", 30.0, None),
+        ("name", "top", "camera_top"),
     ]
     assert args.remaps[-1].source == "image"
     assert args.log_level == "debug"
@@ -60,7 +77,9 @@ def test_params_file_precedence_wildcard_then_node(tmp_path: Path) -> None:
         "other_node:\n  ros__parameters:\n    rate_hz: 1.0\n"
     )
     assert load_params_file(str(path), "/cams/camera_top") == {
-        "rate_hz": 30.0, "shared": True, "crop.width": 320,
+        "rate_hz": 30.0,
+        "shared": True,
+        "crop.width": 320,
     }
     assert load_params_file(str(path), "/other_node") == {"rate_hz": 1.0, "shared": True}
 
@@ -82,7 +101,7 @@ def test_bad_params_file_names_the_file(tmp_path: Path, text: str, match: str) -
 
 
 def test_missing_params_file() -> None:
-    with pytest.raises(RosArgumentError, match="no_such.yaml"):
+    with pytest.raises(RosArgumentError, match=r"no_such\.yaml"):
         load_params_file("/nonexistent/no_such.yaml", "/node")
 
 

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import os
-
-os.environ["VLA_RUNTIME_MIDDLEWARE"] = "zenoh"
-
 import array
 import contextlib
 import copy
 import pickle
 import random
 import tracemalloc
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 from rosbags.typesys import Stores, get_typestore
 
 from vla_runtime.ros import interfaces
-from vla_runtime.ros.backend import backend_name
+from vla_runtime.ros.backend import backend_module, backend_name
 from vla_runtime.ros.zenoh import service_definitions, typehash
 from vla_runtime.ros.zenoh.typesupport import (
     TypeSupportError,
@@ -31,9 +28,20 @@ from vla_runtime.ros.zenoh.typesupport import (
     support_for,
 )
 
-backend_name.cache_clear()
-interfaces.get_message.cache_clear()
-interfaces.get_service.cache_clear()
+
+def _clear_backend_caches() -> None:
+    for cached in (backend_name, backend_module, interfaces.get_message, interfaces.get_service):
+        cached.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def _zenoh_backend(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Run on the zenoh backend's classes, then let later tests choose their backend afresh."""
+    monkeypatch.setenv("VLA_RUNTIME_MIDDLEWARE", "zenoh")
+    _clear_backend_caches()
+    yield
+    _clear_backend_caches()
+
 
 # Hashes from upstream: rmw_zenoh's design document (String, AddTwoInts), the rosbags checks of
 # the reference notes (Twist, Image), and rosidl_generator_c `*__description.c` files of Jazzy

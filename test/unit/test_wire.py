@@ -64,9 +64,17 @@ def test_service_tokens_have_the_documented_shape() -> None:
     support = service_support("example_interfaces/srv/AddTwoInts")
     for kind in (wire.SERVICE, wire.CLIENT):
         token = wire.EntityToken(
-            domain_id=2, session_id="aac3178e146ba6f1fc6e6a4085e77f21", node_id=0,
-            entity_id=10, kind=kind, enclave="/", namespace="/", node_name="add_two_ints_server",
-            topic="/add_two_ints", dds_type=support.dds_name, type_hash=support.type_hash,
+            domain_id=2,
+            session_id="aac3178e146ba6f1fc6e6a4085e77f21",
+            node_id=0,
+            entity_id=10,
+            kind=kind,
+            enclave="/",
+            namespace="/",
+            node_name="add_two_ints_server",
+            topic="/add_two_ints",
+            dds_type=support.dds_name,
+            type_hash=support.type_hash,
             qos=QoSProfile(depth=10),
         )
         assert token.key() == (
@@ -78,14 +86,27 @@ def test_service_tokens_have_the_documented_shape() -> None:
 
 def test_namespaced_token_mangles_slashes() -> None:
     token = wire.EntityToken(
-        domain_id=0, session_id="ab", node_id=3, entity_id=4, kind=wire.PUBLISHER,
-        enclave="/", namespace="/robot1", node_name="talker", topic="/robot1/chatter",
-        dds_type="std_msgs::msg::dds_::String_", type_hash=STRING_HASH, qos=QoSProfile(depth=10),
+        domain_id=0,
+        session_id="ab",
+        node_id=3,
+        entity_id=4,
+        kind=wire.PUBLISHER,
+        enclave="/",
+        namespace="/robot1",
+        node_name="talker",
+        topic="/robot1/chatter",
+        dds_type="std_msgs::msg::dds_::String_",
+        type_hash=STRING_HASH,
+        qos=QoSProfile(depth=10),
     )
     key = token.key()
     assert "/%robot1/talker/%robot1%chatter/" in key
     parsed = wire.EntityToken.parse(key)
-    assert (parsed.namespace, parsed.topic, parsed.node_name) == ("/robot1", "/robot1/chatter", "talker")
+    assert (parsed.namespace, parsed.topic, parsed.node_name) == (
+        "/robot1",
+        "/robot1/chatter",
+        "talker",
+    )
     assert parsed.key() == key
 
 
@@ -160,8 +181,12 @@ def test_invalid_names_are_rejected_with_a_reason(bad: str) -> None:
 
 
 def test_token_parser_rejects_foreign_keys() -> None:
-    for key in ["@other/0/x", "@ros2_lv/0/z/0/0/XX/%/%/n", "@ros2_lv/0/z/a/0/NN/%/%/n",
-                "@ros2_lv/0/z/0/1/MP/%/%/n/%t"]:
+    for key in [
+        "@other/0/x",
+        "@ros2_lv/0/z/0/0/XX/%/%/n",
+        "@ros2_lv/0/z/a/0/NN/%/%/n",
+        "@ros2_lv/0/z/0/1/MP/%/%/n/%t",
+    ]:
         with pytest.raises(wire.WireError):
             wire.EntityToken.parse(key)
 

@@ -1,8 +1,9 @@
-"""`vla-runtime topic|node|service ...`: inspect and poke a running graph, like `ros2 topic` etc."""
+"""`vla-runtime topic|node|service ...`: inspect and poke a running graph, like `ros2 topic`."""
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import sys
@@ -83,11 +84,11 @@ def _parse_values(text: str, what: str) -> dict[str, Any]:
     try:
         values = yaml.safe_load(text) if text.strip() else {}
     except yaml.YAMLError as exc:
-        raise CliError(f"{what} {text!r} is not valid YAML (e.g. \"{{data: hello}}\")") from exc
+        raise CliError(f'{what} {text!r} is not valid YAML (e.g. "{{data: hello}}")') from exc
     if values is None:
         return {}
     if not isinstance(values, dict):
-        raise CliError(f"{what} must be a YAML mapping such as \"{{data: hello}}\", got {text!r}")
+        raise CliError(f'{what} must be a YAML mapping such as "{{data: hello}}", got {text!r}')
     return values
 
 
@@ -179,7 +180,7 @@ def topic_hz(args: argparse.Namespace) -> int:
             if len(stamps) < 2:
                 print("no new messages", flush=True)
                 continue
-            periods_s = [(b - a) / 1e9 for a, b in zip(stamps, stamps[1:])]
+            periods_s = [(b - a) / 1e9 for a, b in itertools.pairwise(stamps)]
             mean = statistics.fmean(periods_s)
             print(
                 f"average rate: {1.0 / mean:.3f}\n"
@@ -275,8 +276,12 @@ def _guard(handler: Handler) -> Handler:
 
 
 def _qos_arguments(parser: argparse.ArgumentParser, depth: int) -> None:
-    parser.add_argument("--depth", type=int, default=depth, help=f"history depth (default {depth})")
-    parser.add_argument("--best-effort", action="store_true", help="BEST_EFFORT (default RELIABLE)")
+    parser.add_argument(
+        "--depth", type=int, default=depth, help=f"history depth (default {depth})"
+    )
+    parser.add_argument(
+        "--best-effort", action="store_true", help="BEST_EFFORT (default RELIABLE)"
+    )
     parser.add_argument(
         "--transient-local", action="store_true", help="TRANSIENT_LOCAL (default VOLATILE)"
     )
@@ -307,8 +312,13 @@ def register(commands: Any, handlers: dict[str, Handler]) -> None:
     p.add_argument("topic")
     p.add_argument("type", nargs="?", help="message type (default: discovered from the graph)")
     p.add_argument("--once", action="store_true", help="print one message and exit")
-    p.add_argument("--truncate", type=int, default=16, metavar="N",
-                   help="show at most N array elements (default 16; 0 = all)")
+    p.add_argument(
+        "--truncate",
+        type=int,
+        default=16,
+        metavar="N",
+        help="show at most N array elements (default 16; 0 = all)",
+    )
     p.add_argument("--wait", type=float, default=3.0, help="seconds to wait for the topic's type")
     _qos_arguments(p, 10)
 
@@ -323,27 +333,37 @@ def register(commands: Any, handlers: dict[str, Handler]) -> None:
     p = add("topic pub", "publish a message given as YAML", topic_pub)
     p.add_argument("topic")
     p.add_argument("type", help="message type, e.g. std_msgs/msg/String")
-    p.add_argument("values", nargs="?", default="{}", help="YAML mapping, e.g. \"{data: hello}\"")
+    p.add_argument("values", nargs="?", default="{}", help='YAML mapping, e.g. "{data: hello}"')
     p.add_argument("-r", "--rate", type=float, default=1.0, help="publish rate [Hz] (default 1)")
     p.add_argument("-t", "--times", type=int, default=None, help="publish N times, then exit")
     p.add_argument("-1", "--once", action="store_true", help="publish once, then exit")
-    p.add_argument("--wait", type=float, default=1.0,
-                   help="seconds to wait for a subscriber before the first message")
-    p.add_argument("--keep-alive", type=float, default=2.0,
-                   help="with --transient-local: seconds to stay up for late joiners")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=1.0,
+        help="seconds to wait for a subscriber before the first message",
+    )
+    p.add_argument(
+        "--keep-alive",
+        type=float,
+        default=2.0,
+        help="with --transient-local: seconds to stay up for late joiners",
+    )
     _qos_arguments(p, 10)
 
     p = add("node list", "list the nodes of the graph", node_list)
     p.add_argument("--spin-time", type=float, default=_DISCOVERY_S, help="discovery time [s]")
 
     p = add("service list", "list the services of the graph", service_list)
-    p.add_argument("-t", "--show-types", action="store_true", help="also print each service's type")
+    p.add_argument(
+        "-t", "--show-types", action="store_true", help="also print each service's type"
+    )
     p.add_argument("--spin-time", type=float, default=_DISCOVERY_S, help="discovery time [s]")
 
     p = add("service call", "call a service with a request given as YAML", service_call)
     p.add_argument("service")
     p.add_argument("type", help="service type, e.g. std_srvs/srv/Trigger")
-    p.add_argument("values", nargs="?", default="{}", help="YAML mapping, e.g. \"{data: true}\"")
+    p.add_argument("values", nargs="?", default="{}", help='YAML mapping, e.g. "{data: true}"')
     p.add_argument("--wait", type=float, default=5.0, help="seconds to wait for the server")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the response")
 

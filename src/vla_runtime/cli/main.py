@@ -24,7 +24,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Nam
         "  vla-runtime launch demo_talker_listener  # a graph from config/graphs/\n"
         "  vla-runtime topic list\n"
         "  vla-runtime topic echo /chatter\n"
-        "  vla-runtime topic pub --rate 2 /chatter std_msgs/msg/String \"{data: hello}\"\n"
+        '  vla-runtime topic pub --rate 2 /chatter std_msgs/msg/String "{data: hello}"\n'
         "  vla-runtime service call /robot/hold std_srvs/srv/Trigger\n"
         "Environment: ROS_DOMAIN_ID, VLA_RUNTIME_ROUTER, ZENOH_SESSION_CONFIG_URI, "
         "ZENOH_ROUTER_CONFIG_URI, ZENOH_CONFIG_OVERRIDE.",
@@ -34,7 +34,9 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Nam
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {}
 
-    sub = commands.add_parser("router", help="run the Zenoh router the nodes discover each other through")
+    sub = commands.add_parser(
+        "router", help="run the Zenoh router the nodes discover each other through"
+    )
     router.add_arguments(sub)
     handlers["router"] = router.run
 
@@ -47,7 +49,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Nam
     if launcher is not None:
         sub = commands.add_parser(
             "launch",
-            help="start a graph (config/graphs/NAME.yaml or a path): router + one process per node",
+            help="start a graph (config/graphs/NAME.yaml or a path): router + a process per node",
         )
         launcher.add_launch_arguments(sub)
         handlers["launch"] = launcher.run_launch

@@ -201,7 +201,7 @@ def _assign_numeric(msg: Any, field_name: str, values: np.ndarray, typecode: str
         setattr(msg, field_name, values)
         return
     target = array.array(typecode)
-    target.frombytes(np.ascontiguousarray(values).data)
+    target.frombytes(np.ascontiguousarray(values).data.cast("B"))
     setattr(msg, field_name, target)
 
 

@@ -35,14 +35,40 @@ from vla_runtime.ros.zenoh.qos import (
 from vla_runtime.ros.zenoh.time import Clock, Duration, Time
 
 __all__ = [
-    "Clock", "Duration", "DurabilityPolicy", "Executor", "ExternalShutdownException", "Future",
-    "HistoryPolicy", "LivelinessPolicy", "MultiThreadedExecutor",
-    "MutuallyExclusiveCallbackGroup", "Node", "Parameter", "ParameterDescriptor", "QoSProfile",
-    "ReentrantCallbackGroup", "ReliabilityPolicy", "SetParametersResult",
-    "SingleThreadedExecutor", "Task", "Time", "create_node", "get_global_executor", "init", "ok",
-    "qos_profile_default", "qos_profile_parameters", "qos_profile_sensor_data",
-    "qos_profile_services_default", "qos_profile_system_default", "shutdown", "spin",
-    "spin_once", "spin_until_future_complete", "try_shutdown",
+    "Clock",
+    "Duration",
+    "DurabilityPolicy",
+    "Executor",
+    "ExternalShutdownException",
+    "Future",
+    "HistoryPolicy",
+    "LivelinessPolicy",
+    "MultiThreadedExecutor",
+    "MutuallyExclusiveCallbackGroup",
+    "Node",
+    "Parameter",
+    "ParameterDescriptor",
+    "QoSProfile",
+    "ReentrantCallbackGroup",
+    "ReliabilityPolicy",
+    "SetParametersResult",
+    "SingleThreadedExecutor",
+    "Task",
+    "Time",
+    "create_node",
+    "get_global_executor",
+    "init",
+    "ok",
+    "qos_profile_default",
+    "qos_profile_parameters",
+    "qos_profile_sensor_data",
+    "qos_profile_services_default",
+    "qos_profile_system_default",
+    "shutdown",
+    "spin",
+    "spin_once",
+    "spin_until_future_complete",
+    "try_shutdown",
 ]
 
 
@@ -99,7 +125,9 @@ def spin(node: Node, executor: Executor | None = None) -> None:
         executor.remove_node(node)
 
 
-def spin_once(node: Node, *, executor: Executor | None = None, timeout_sec: float | None = None) -> None:
+def spin_once(
+    node: Node, *, executor: Executor | None = None, timeout_sec: float | None = None
+) -> None:
     executor = _with_executor(node, executor)
     try:
         executor.spin_once(timeout_sec=timeout_sec)

@@ -55,7 +55,7 @@ class RosArguments:
 
 
 def split_ros_args(args: list[str]) -> tuple[list[str], list[str]]:
-    """Return (ros args, the rest). Several `--ros-args` sections are allowed, each ended by `--`."""
+    """Return (ros args, the rest); each of several `--ros-args` sections ends at `--`."""
     ros: list[str] = []
     rest: list[str] = []
     inside = False
@@ -160,7 +160,9 @@ def load_params_file(path: str, node_fqn: str) -> dict[str, Any]:
             )
         params = body["ros__parameters"] or {}
         if not isinstance(params, dict):
-            raise RosArgumentError(f"parameter file {path}: {key}.ros__parameters must be a mapping")
+            raise RosArgumentError(
+                f"parameter file {path}: {key}.ros__parameters must be a mapping"
+            )
         specificity = 0 if "*" in pattern else 1
         matches.append((specificity, params))
     merged: dict[str, Any] = {}

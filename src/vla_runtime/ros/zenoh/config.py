@@ -83,12 +83,14 @@ def _apply_override(config: zenoh.Config, override: str | None) -> None:
         if not sep or not key.strip():
             raise ConfigError(
                 f"ZENOH_CONFIG_OVERRIDE item {item!r} is not key=value "
-                "(e.g. mode=\"client\";connect/endpoints=[\"tcp/127.0.0.1:7447\"])"
+                '(e.g. mode="client";connect/endpoints=["tcp/127.0.0.1:7447"])'
             )
         try:
             config.insert_json5(key.strip(), value.strip())
         except Exception as exc:
-            raise ConfigError(f"ZENOH_CONFIG_OVERRIDE {key.strip()}={value.strip()}: {exc}") from exc
+            raise ConfigError(
+                f"ZENOH_CONFIG_OVERRIDE {key.strip()}={value.strip()}: {exc}"
+            ) from exc
 
 
 def _force_no_multicast(config: zenoh.Config) -> None:
@@ -123,7 +125,9 @@ def session_config(settings: SessionSettings) -> zenoh.Config:
         config.insert_json5("listen/endpoints", json.dumps([_listen_like(settings)]))
         # Wait for the router like rmw_zenoh does (retry 1 s .. 4 s), but never block init.
         config.insert_json5("connect/timeout_ms", json.dumps({"router": -1, "peer": -1}))
-        config.insert_json5("connect/exit_on_failure", json.dumps({"router": False, "peer": False}))
+        config.insert_json5(
+            "connect/exit_on_failure", json.dumps({"router": False, "peer": False})
+        )
         _common(config)
     _apply_override(config, settings.config_override)
     _force_no_multicast(config)
@@ -137,9 +141,7 @@ def router_config(settings: SessionSettings, listen: list[str] | None = None) ->
     else:
         config = zenoh.Config()
         config.insert_json5("mode", '"router"')
-        config.insert_json5(
-            "listen/endpoints", json.dumps(listen or [settings.router_endpoint])
-        )
+        config.insert_json5("listen/endpoints", json.dumps(listen or [settings.router_endpoint]))
         _common(config)
     if listen and settings.router_config_uri:
         config.insert_json5("listen/endpoints", json.dumps(listen))

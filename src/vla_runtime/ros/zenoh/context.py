@@ -57,8 +57,11 @@ class Context:
             settings = SessionSettings.from_environ()
             if domain_id is not None:
                 settings = SessionSettings(
-                    domain_id, settings.router_endpoint, settings.session_config_uri,
-                    settings.router_config_uri, settings.config_override,
+                    domain_id,
+                    settings.router_endpoint,
+                    settings.session_config_uri,
+                    settings.router_config_uri,
+                    settings.config_override,
                 )
             self.settings = settings
             self._session = open_session(session_config(settings))
@@ -102,13 +105,13 @@ class Context:
         for callback in callbacks:
             try:
                 callback()
-            except Exception:  # noqa: BLE001 - shutdown must finish whatever a callback does
+            except Exception:
                 _LOG.exception("error in an on-shutdown callback")
         session, self._session = self._session, None
         if session is not None:
             try:
                 session.close()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 _LOG.debug("error closing the Zenoh session", exc_info=True)
         self._closed.set()
 

@@ -21,7 +21,12 @@ import zenoh.ext
 from vla_runtime.ros.zenoh import wire
 from vla_runtime.ros.zenoh.callback_groups import CallbackGroup
 from vla_runtime.ros.zenoh.futures import Future
-from vla_runtime.ros.zenoh.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from vla_runtime.ros.zenoh.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+)
 from vla_runtime.ros.zenoh.typesupport import MessageSupport, ServiceSupport, TypeSupportError
 
 if TYPE_CHECKING:
@@ -82,6 +87,8 @@ class Entity:
         self.token_key = token.key()
         self.gid = wire.gid_of(self.token_key)
         self._token = self._node.context.session.liveliness().declare_token(self.token_key)
+        # Our own entities are in the graph at once (as in rclpy), not when the token echoes.
+        self._node.context.graph.put(self.token_key)
 
     def take(self, now_ns: int) -> Work | None:
         return None
@@ -93,11 +100,13 @@ class Entity:
         if self._destroyed:
             return
         self._destroyed = True
+        if self.token_key:
+            self._node.context.graph.delete(self.token_key)
         for handle in (self._token, *self._handles()):
             try:
                 if handle is not None:
                     handle.undeclare()
-            except Exception:  # noqa: BLE001 - the session may already be closed
+            except Exception:
                 pass
 
     def _handles(self) -> tuple[Any, ...]:
@@ -111,7 +120,11 @@ class Publisher(Entity):
     kind = wire.PUBLISHER
 
     def __init__(
-        self, node: Node, support: MessageSupport, topic: str, qos: QoSProfile,
+        self,
+        node: Node,
+        support: MessageSupport,
+        topic: str,
+        qos: QoSProfile,
         callback_group: CallbackGroup | None,
     ) -> None:
         super().__init__(node, callback_group)
@@ -175,8 +188,14 @@ class Subscription(Entity):
     kind = wire.SUBSCRIPTION
 
     def __init__(
-        self, node: Node, support: MessageSupport, topic: str, callback: Callable[[Any], None],
-        qos: QoSProfile, callback_group: CallbackGroup | None, raw: bool,
+        self,
+        node: Node,
+        support: MessageSupport,
+        topic: str,
+        callback: Callable[[Any], None],
+        qos: QoSProfile,
+        callback_group: CallbackGroup | None,
+        raw: bool,
     ) -> None:
         super().__init__(node, callback_group)
         self.msg_type = support.cls
@@ -220,7 +239,7 @@ class Subscription(Entity):
                 (sample.payload.to_bytes(), attachment.to_bytes() if attachment else None)
             )
             self.received += 1
-        except Exception:  # noqa: BLE001
+        except Exception:
             return
         self._node._wake()
 
@@ -258,8 +277,12 @@ class Service(Entity):
     kind = wire.SERVICE
 
     def __init__(
-        self, node: Node, support: ServiceSupport, name: str,
-        callback: Callable[[Any, Any], Any], qos: QoSProfile,
+        self,
+        node: Node,
+        support: ServiceSupport,
+        name: str,
+        callback: Callable[[Any, Any], Any],
+        qos: QoSProfile,
         callback_group: CallbackGroup | None,
     ) -> None:
         super().__init__(node, callback_group)
@@ -325,7 +348,11 @@ class Client(Entity):
     kind = wire.CLIENT
 
     def __init__(
-        self, node: Node, support: ServiceSupport, name: str, qos: QoSProfile,
+        self,
+        node: Node,
+        support: ServiceSupport,
+        name: str,
+        qos: QoSProfile,
         callback_group: CallbackGroup | None,
     ) -> None:
         super().__init__(node, callback_group)
@@ -359,7 +386,9 @@ class Client(Entity):
                 future.set_exception(ServiceError(error or f"{self.srv_name}: error reply"))
                 return
             try:
-                wire.Attachment.decode(reply.ok.attachment.to_bytes() if reply.ok.attachment else None)
+                wire.Attachment.decode(
+                    reply.ok.attachment.to_bytes() if reply.ok.attachment else None
+                )
                 future.set_result(self._support.response.deserialize(reply.ok.payload.to_bytes()))
             except (wire.WireError, TypeSupportError) as exc:
                 future.set_exception(ServiceError(f"{self.srv_name}: bad response: {exc}"))
@@ -385,9 +414,7 @@ class Client(Entity):
 
     def wait_for_service(self, timeout_sec: float | None = None) -> bool:
         graph = self._node.context.graph
-        return graph.wait_until(
-            lambda: graph.count(wire.SERVICE, self.srv_name) > 0, timeout_sec
-        )
+        return graph.wait_until(lambda: graph.count(wire.SERVICE, self.srv_name) > 0, timeout_sec)
 
     def service_is_ready(self) -> bool:
         return self._node.context.graph.count(wire.SERVICE, self.srv_name) > 0
@@ -403,8 +430,12 @@ class Timer(Entity):
     """Fires every `period_ns` on the steady clock; missed periods are skipped, not bunched."""
 
     def __init__(
-        self, node: Node, period_s: float, callback: Callable[[], Any],
-        callback_group: CallbackGroup | None, autostart: bool = True,
+        self,
+        node: Node,
+        period_s: float,
+        callback: Callable[[], Any],
+        callback_group: CallbackGroup | None,
+        autostart: bool = True,
     ) -> None:
         super().__init__(node, callback_group)
         if period_s <= 0:

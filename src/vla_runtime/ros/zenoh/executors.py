@@ -137,9 +137,11 @@ class Executor:
             if ready is not None:
                 return ready
             now = time.monotonic_ns()
-            wake_at = min(x for x in (deadline, next_due) if x is not None) if (
-                deadline is not None or next_due is not None
-            ) else None
+            wake_at = (
+                min(x for x in (deadline, next_due) if x is not None)
+                if (deadline is not None or next_due is not None)
+                else None
+            )
             if deadline is not None and now >= deadline:
                 return None
             with self._cond:
@@ -152,7 +154,7 @@ class Executor:
             work()
         except (KeyboardInterrupt, SystemExit):
             raise
-        except Exception:  # noqa: BLE001 - a failing callback is reported, the node goes on
+        except Exception:
             self.callback_errors += 1
             node.get_logger().error(
                 f"exception in a callback (total so far {self.callback_errors}):\n"
@@ -189,7 +191,9 @@ class Executor:
                 return
             self.spin_once(remaining)
 
-    def spin_once_until_future_complete(self, future: Future, timeout_sec: float | None = None) -> None:
+    def spin_once_until_future_complete(
+        self, future: Future, timeout_sec: float | None = None
+    ) -> None:
         future.add_done_callback(lambda _: self.wake())
         self.spin_once(timeout_sec)
 

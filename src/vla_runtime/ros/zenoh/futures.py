@@ -130,7 +130,7 @@ class Task(Future):
                     self.set_result(outcome)
                     return
             self._step()
-        except Exception as exc:  # noqa: BLE001 - delivered to whoever awaits the task
+        except Exception as exc:
             self.set_exception(exc)
         finally:
             self._running.release()

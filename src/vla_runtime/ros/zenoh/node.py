@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import weakref
@@ -110,7 +111,9 @@ class Node:
             namespace=self._namespace,
             node_name=self._name,
         )
-        self._token = self.context.session.liveliness().declare_token(token.key())
+        self._token_key = token.key()
+        self._token = self.context.session.liveliness().declare_token(self._token_key)
+        self.context.graph.put(self._token_key)
 
     def _collect_overrides(
         self, arg_sets: list[RosArguments], explicit: list[Parameter]
@@ -197,50 +200,93 @@ class Node:
         return entity
 
     def create_publisher(
-        self, msg_type: Any, topic: str, qos_profile: QoSProfile | int, *,
-        callback_group: CallbackGroup | None = None, event_callbacks: Any = None,
-        qos_overriding_options: Any = None, publisher_class: Any = None,
+        self,
+        msg_type: Any,
+        topic: str,
+        qos_profile: QoSProfile | int,
+        *,
+        callback_group: CallbackGroup | None = None,
+        event_callbacks: Any = None,
+        qos_overriding_options: Any = None,
+        publisher_class: Any = None,
     ) -> Publisher:
         support = message_support(type_name_of(msg_type))
-        return self._add(Publisher(
-            self, support, self.resolve_topic_name(topic), qos_from(qos_profile), callback_group
-        ))
+        return self._add(
+            Publisher(
+                self,
+                support,
+                self.resolve_topic_name(topic),
+                qos_from(qos_profile),
+                callback_group,
+            )
+        )
 
     def create_subscription(
-        self, msg_type: Any, topic: str, callback: Callable[[Any], None],
-        qos_profile: QoSProfile | int, *, callback_group: CallbackGroup | None = None,
-        event_callbacks: Any = None, qos_overriding_options: Any = None, raw: bool = False,
+        self,
+        msg_type: Any,
+        topic: str,
+        callback: Callable[[Any], None],
+        qos_profile: QoSProfile | int,
+        *,
+        callback_group: CallbackGroup | None = None,
+        event_callbacks: Any = None,
+        qos_overriding_options: Any = None,
+        raw: bool = False,
     ) -> Subscription:
         support = message_support(type_name_of(msg_type))
-        return self._add(Subscription(
-            self, support, self.resolve_topic_name(topic), callback, qos_from(qos_profile),
-            callback_group, raw,
-        ))
+        return self._add(
+            Subscription(
+                self,
+                support,
+                self.resolve_topic_name(topic),
+                callback,
+                qos_from(qos_profile),
+                callback_group,
+                raw,
+            )
+        )
 
     def create_service(
-        self, srv_type: Any, srv_name: str, callback: Callable[[Any, Any], Any], *,
+        self,
+        srv_type: Any,
+        srv_name: str,
+        callback: Callable[[Any, Any], Any],
+        *,
         qos_profile: QoSProfile = qos_profile_services_default,
         callback_group: CallbackGroup | None = None,
     ) -> Service:
         support = service_support(type_name_of(srv_type))
-        return self._add(Service(
-            self, support, self.resolve_service_name(srv_name), callback, qos_profile,
-            callback_group,
-        ))
+        return self._add(
+            Service(
+                self,
+                support,
+                self.resolve_service_name(srv_name),
+                callback,
+                qos_profile,
+                callback_group,
+            )
+        )
 
     def create_client(
-        self, srv_type: Any, srv_name: str, *,
+        self,
+        srv_type: Any,
+        srv_name: str,
+        *,
         qos_profile: QoSProfile = qos_profile_services_default,
         callback_group: CallbackGroup | None = None,
     ) -> Client:
         support = service_support(type_name_of(srv_type))
-        return self._add(Client(
-            self, support, self.resolve_service_name(srv_name), qos_profile, callback_group
-        ))
+        return self._add(
+            Client(self, support, self.resolve_service_name(srv_name), qos_profile, callback_group)
+        )
 
     def create_timer(
-        self, timer_period_sec: float, callback: Callable[[], Any],
-        callback_group: CallbackGroup | None = None, clock: Any = None, autostart: bool = True,
+        self,
+        timer_period_sec: float,
+        callback: Callable[[], Any],
+        callback_group: CallbackGroup | None = None,
+        clock: Any = None,
+        autostart: bool = True,
     ) -> Timer:
         return self._add(Timer(self, timer_period_sec, callback, callback_group, autostart))
 
@@ -293,10 +339,9 @@ class Node:
             entities, self._entities = self._entities, []
         for entity in entities:
             entity.destroy()
-        try:
+        self.context.graph.delete(self._token_key)
+        with contextlib.suppress(Exception):  # the session may already be closed
             self._token.undeclare()
-        except Exception:  # noqa: BLE001 - the session may already be closed
-            pass
 
     # -- executor plumbing ---------------------------------------------------------------------
 
@@ -359,7 +404,7 @@ class Node:
     def get_parameters_by_prefix(self, prefix: str) -> dict[str, Parameter]:
         prefix = prefix + "." if prefix else ""
         return {
-            name[len(prefix):]: parameter
+            name[len(prefix) :]: parameter
             for name, parameter in self._parameters.values.items()
             if name.startswith(prefix)
         }

@@ -69,8 +69,10 @@ class Parameter:
             if isinstance(value, (list, tuple)) or hasattr(value, "tolist"):
                 items = list(value.tolist() if hasattr(value, "tolist") else value)
                 for array_type, item_type in (
-                    (cls.BOOL_ARRAY, bool), (cls.INTEGER_ARRAY, int),
-                    (cls.DOUBLE_ARRAY, float), (cls.STRING_ARRAY, str),
+                    (cls.BOOL_ARRAY, bool),
+                    (cls.INTEGER_ARRAY, int),
+                    (cls.DOUBLE_ARRAY, float),
+                    (cls.STRING_ARRAY, str),
                 ):
                     if items and all(type(item) is item_type for item in items):
                         return array_type
@@ -116,8 +118,10 @@ class Parameter:
         msg = get_message("rcl_interfaces/msg/ParameterValue")()
         msg.type = int(self._type)
         field = {
-            Parameter.Type.BOOL: "bool_value", Parameter.Type.INTEGER: "integer_value",
-            Parameter.Type.DOUBLE: "double_value", Parameter.Type.STRING: "string_value",
+            Parameter.Type.BOOL: "bool_value",
+            Parameter.Type.INTEGER: "integer_value",
+            Parameter.Type.DOUBLE: "double_value",
+            Parameter.Type.STRING: "string_value",
             Parameter.Type.BYTE_ARRAY: "byte_array_value",
             Parameter.Type.BOOL_ARRAY: "bool_array_value",
             Parameter.Type.INTEGER_ARRAY: "integer_array_value",
@@ -158,9 +162,7 @@ class ParameterTable:
         self.on_set: list[SetCallback] = []
         self.post_set: list[Callable[[list[Parameter]], None]] = []
 
-    def declare(
-        self, name: str, value: Any, descriptor: Any, ignore_override: bool
-    ) -> Parameter:
+    def declare(self, name: str, value: Any, descriptor: Any, ignore_override: bool) -> Parameter:
         if name in self.values:
             raise ParameterAlreadyDeclaredException(f"parameter {name!r} is already declared")
         if isinstance(value, Parameter.Type):
@@ -174,16 +176,20 @@ class ParameterTable:
             descriptor.type = int(declared_type)
         if not ignore_override and name in self.overrides:
             value = self.overrides[name]
-            if not descriptor.dynamic_typing and descriptor.type and not Parameter.Type(
-                descriptor.type
-            ).check(value):
+            if (
+                not descriptor.dynamic_typing
+                and descriptor.type
+                and not Parameter.Type(descriptor.type).check(value)
+            ):
                 raise InvalidParameterTypeException(
                     f"{self._node_name}: parameter {name!r} is declared "
                     f"{Parameter.Type(descriptor.type).name} but the override {value!r} is "
                     f"{Parameter.Type.from_parameter_value(value).name}"
-                    + (" (write it with a decimal point, e.g. 30.0)"
-                       if descriptor.type == Parameter.Type.DOUBLE and isinstance(value, int)
-                       else "")
+                    + (
+                        " (write it with a decimal point, e.g. 30.0)"
+                        if descriptor.type == Parameter.Type.DOUBLE and isinstance(value, int)
+                        else ""
+                    )
                 )
         parameter = Parameter(name, value=value)
         result = self._run_callbacks([parameter])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from vla_runtime.ros.zenoh.time import Duration
 
@@ -64,7 +65,7 @@ class QoSProfile:
     liveliness_lease_duration: Duration = field(default_factory=lambda: _INFINITE)
     avoid_ros_namespace_conventions: bool = False
 
-    def __init__(self, **kwargs: object) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         allowed = set(self.__dataclass_fields__)
         unknown = set(kwargs) - allowed
         if unknown:
@@ -77,23 +78,21 @@ class QoSProfile:
         if history == HistoryPolicy.KEEP_LAST and "depth" not in kwargs:
             raise InvalidQoSProfileException("history KEEP_LAST needs a depth")
         self.history = history
-        self.depth = int(kwargs.get("depth", 0))  # type: ignore[call-overload]
+        self.depth = int(kwargs.get("depth", 0))
         self.reliability = ReliabilityPolicy(kwargs.get("reliability", ReliabilityPolicy.RELIABLE))
         self.durability = DurabilityPolicy(kwargs.get("durability", DurabilityPolicy.VOLATILE))
-        self.lifespan = kwargs.get("lifespan", _INFINITE)  # type: ignore[assignment]
-        self.deadline = kwargs.get("deadline", _INFINITE)  # type: ignore[assignment]
+        self.lifespan = kwargs.get("lifespan", _INFINITE)
+        self.deadline = kwargs.get("deadline", _INFINITE)
         self.liveliness = LivelinessPolicy(
             kwargs.get("liveliness", LivelinessPolicy.SYSTEM_DEFAULT)
         )
-        self.liveliness_lease_duration = kwargs.get(  # type: ignore[assignment]
-            "liveliness_lease_duration", _INFINITE
-        )
+        self.liveliness_lease_duration = kwargs.get("liveliness_lease_duration", _INFINITE)
         self.avoid_ros_namespace_conventions = bool(
             kwargs.get("avoid_ros_namespace_conventions", False)
         )
 
-    def copy(self, **changes: object) -> QoSProfile:
-        return replace(self, **changes)  # type: ignore[arg-type]
+    def copy(self, **changes: Any) -> QoSProfile:
+        return replace(self, **changes)
 
 
 def qos_from(qos_or_depth: QoSProfile | int) -> QoSProfile:

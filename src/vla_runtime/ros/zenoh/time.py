@@ -28,7 +28,7 @@ class Duration:
     __slots__ = ("_ns",)
 
     def __init__(self, *, seconds: float = 0, nanoseconds: int = 0) -> None:
-        self._ns = int(round(seconds * _NS_PER_S)) + int(nanoseconds)
+        self._ns = round(seconds * _NS_PER_S) + int(nanoseconds)
 
     @property
     def nanoseconds(self) -> int:
@@ -70,7 +70,7 @@ class Time:
         nanoseconds: int = 0,
         clock_type: ClockType = ClockType.SYSTEM_TIME,
     ) -> None:
-        ns = int(round(seconds * _NS_PER_S)) + int(nanoseconds)
+        ns = round(seconds * _NS_PER_S) + int(nanoseconds)
         if ns < 0:
             raise ValueError("Time cannot be negative; use a Duration for signed spans")
         self._ns = ns

@@ -45,31 +45,14 @@ _SCALAR_DEFAULTS: dict[str, Any] = {"bool": False, "string": "", "float32": 0.0,
 _FIELD_DEFAULTS: dict[tuple[str, str], Any] = {("geometry_msgs/msg/Quaternion", "w"): 1.0}
 # Element dtypes exactly as rosbags' CDR code reads and writes them (`serde.utils.ndtype`).
 _DTYPES: dict[str, np.dtype[Any]] = {
-    name: np.dtype(code)
-    for name, code in {
-        "bool": np.bool_,
-        "byte": np.int8,
-        "char": np.uint8,
-        "int8": np.int8,
-        "uint8": np.uint8,
-        "int16": np.int16,
-        "uint16": np.uint16,
-        "int32": np.int32,
-        "uint32": np.uint32,
-        "int64": np.int64,
-        "uint64": np.uint64,
-        "float32": np.float32,
-        "float64": np.float64,
-    }.items()
+    **{name: np.dtype(name) for name in ("bool", "int8", "int16", "int32", "int64", "float32")},
+    **{name: np.dtype(name) for name in ("uint8", "uint16", "uint32", "uint64", "float64")},
+    "byte": np.dtype(np.int8),
+    "char": np.dtype(np.uint8),
 }
 # rclpy's names for field types (`get_fields_and_field_types()`), where they differ from rosbags'.
-_ROSIDL_NAMES = {
-    "bool": "boolean",
-    "byte": "octet",
-    "char": "uint8",
-    "float32": "float",
-    "float64": "double",
-}
+_ROSIDL_NAMES = {"bool": "boolean", "byte": "octet", "char": "uint8", "float32": "float"}
+_ROSIDL_NAMES["float64"] = "double"
 _CDR_HEADER_LE = b"\x00\x01\x00\x00"
 
 _LOCK = threading.RLock()
@@ -111,7 +94,7 @@ def _build_class(name: str) -> type:
     for raw_name, desc in field_defs:
         default = _FIELD_DEFAULTS.get((name, raw_name))
         spec = field(default=default) if default is not None else _default_field(desc)
-        specs.append((normalize_fieldname(raw_name), Any, spec))
+        specs.append((normalize_fieldname(raw_name), _annotation(desc), spec))
     attrs = tuple(spec[0] for spec in specs)
     rosidl_types = {
         normalize_fieldname(raw_name): _rosidl_type(desc) for raw_name, desc in field_defs
@@ -150,6 +133,19 @@ def _default_field(desc: Any) -> Any:
         length = size if kind == Nodetype.ARRAY else 0
         factory = partial(np.zeros, length, _DTYPES[element[1][0]])
     return field(default_factory=factory)
+
+
+def _annotation(desc: Any) -> Any:
+    """Return the Python type a field holds, for `help()` and IDEs."""
+    kind, detail = desc
+    if kind == Nodetype.BASE:
+        return {"bool": bool, "string": str, "float32": float, "float64": float}.get(
+            detail[0], int
+        )
+    if kind == Nodetype.NAME:
+        return _STORE.types[detail]
+    element = detail[0]
+    return np.ndarray if element[0] == Nodetype.BASE and element[1][0] != "string" else list
 
 
 def _list_of(factory: Callable[[], Any], size: int) -> list[Any]:

@@ -103,9 +103,7 @@ class Attachment:
     gid: bytes
 
     def encode(self) -> bytes:
-        return _ATTACHMENT.pack(
-            self.sequence_number, self.source_timestamp_ns, GID_SIZE, self.gid
-        )
+        return _ATTACHMENT.pack(self.sequence_number, self.source_timestamp_ns, GID_SIZE, self.gid)
 
     @classmethod
     def decode(cls, data: bytes | bytearray | memoryview | None) -> Attachment:
@@ -146,8 +144,11 @@ def _adapt(qos: QoSProfile) -> tuple[int, int, int, int, int]:
         history = HistoryPolicy.KEEP_LAST
     depth = qos.depth or _DEFAULT_DEPTH
     liveliness = int(qos.liveliness)
-    if liveliness in (LivelinessPolicy.SYSTEM_DEFAULT, LivelinessPolicy.UNKNOWN,
-                      LivelinessPolicy.BEST_AVAILABLE):
+    if liveliness in (
+        LivelinessPolicy.SYSTEM_DEFAULT,
+        LivelinessPolicy.UNKNOWN,
+        LivelinessPolicy.BEST_AVAILABLE,
+    ):
         liveliness = LivelinessPolicy.AUTOMATIC
     return reliability, durability, history, depth, liveliness
 

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Idempotent setup for a fresh Debian/Ubuntu machine: system packages (when root), a virtual
+# environment in .venv, and vla_runtime installed editable with its dev and benchmark extras.
+# Re-running only reinstalls when pyproject.toml or setup.py changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VLA_RUNTIME_VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+
+log() { printf '[setup] %s\n' "$*"; }
+
+need_system=()
+command -v "$PYTHON" >/dev/null 2>&1 || need_system+=(python3)
+if command -v "$PYTHON" >/dev/null 2>&1 && ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  need_system+=(python3-venv python3-pip)
+fi
+command -v ip >/dev/null 2>&1 || need_system+=(iproute2)       # `ip link set lo up` in test namespaces
+command -v unshare >/dev/null 2>&1 || need_system+=(util-linux)
+command -v git >/dev/null 2>&1 || need_system+=(git)
+if ((${#need_system[@]})); then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing system packages: ${need_system[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need_system[@]}" >/dev/null
+  else
+    log "missing system packages: ${need_system[*]}"
+    log "install them with: sudo apt-get install -y ${need_system[*]}"
+    exit 1
+  fi
+fi
+
+"$PYTHON" - <<'PY' || { log "vla_runtime needs Python >= 3.10"; exit 1; }
+import sys
+sys.exit(0 if sys.version_info >= (3, 10) else 1)
+PY
+
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating virtual environment $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+
+stamp="$VENV/.vla_runtime-installed"
+want=$(cat pyproject.toml setup.py | sha256sum | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  log "installing vla_runtime and its dependencies into $VENV (first run takes a minute)"
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  "$VENV/bin/python" -m pip install --quiet -e ".[dev,bench]"
+  echo "$want" > "$stamp"
+else
+  log "environment up to date ($VENV)"
+fi

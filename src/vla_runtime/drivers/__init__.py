@@ -1,0 +1,1 @@
+"""Arm drivers, one folder per embodiment, and emulators of their devices."""

@@ -1,0 +1,1 @@
+"""Policy interface, reference models, backends and per-embodiment transforms."""
