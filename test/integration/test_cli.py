@@ -120,3 +120,21 @@ def test_user_errors_are_one_clear_line(router: str, args: tuple[str, ...], need
     lines = [line for line in result.stderr.splitlines() if line.startswith("vla-runtime:")]
     assert len(lines) == 1 and needle in lines[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_param_list_get_set_through_the_parameter_services(spawn: Any) -> None:
+    talker = spawn(
+        "import sys; from vla_runtime.nodes.talker_node import main; "
+        "sys.exit(main(['talker', '--ros-args', '-p', 'rate_hz:=20.0']))"
+    )
+    talker.wait_for_line("publishing on /chatter")
+    listing = cli("param", "list", "/talker")
+    assert listing.returncode == 0, listing.stderr
+    assert {"message", "rate_hz", "use_sim_time"} <= set(listing.stdout.split())
+    got = cli("param", "get", "/talker", "rate_hz")
+    assert "Double value is: 20.0" in got.stdout, got.stdout + got.stderr
+    changed = cli("param", "set", "/talker", "message", "bonjour")
+    assert "Set parameter successful" in changed.stdout, changed.stderr
+    talker.wait_for_line("sent: bonjour")
+    refused = cli("param", "set", "/talker", "rate_hz", "5.0")
+    assert refused.returncode == 1 and "read-only" in refused.stderr

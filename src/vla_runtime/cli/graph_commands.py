@@ -261,6 +261,71 @@ def service_call(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- param --------------------------------------------------------------------------------------
+
+
+def _param_call(
+    node: Any, target: str, service: str, values: dict[str, Any], wait_s: float
+) -> Any:
+    srv = get_service("rcl_interfaces/srv/" + "".join(p.capitalize() for p in service.split("_")))
+    target = "/" + target.strip("/")
+    client = node.create_client(srv, f"{target}/{service}")
+    if not client.wait_for_service(timeout_sec=wait_s):
+        raise CliError(f"node {target} is not available (no {client.srv_name} service)")
+    future = client.call_async(_fill(srv.Request, values))
+    ros.spin_until_future_complete(node, future, timeout_sec=10.0)
+    if not future.done() or future.exception() is not None:
+        raise CliError(f"{client.srv_name}: {future.exception() or 'no response'}")
+    return future.result()
+
+
+def param_list(args: argparse.Namespace) -> int:
+    with _cli_node(args) as node:
+        result = _param_call(node, args.node, "list_parameters", {}, args.wait).result
+        for name in result.names:
+            print(f"  {name}")
+    return 0
+
+
+def param_get(args: argparse.Namespace) -> int:
+    from vla_runtime.ros.zenoh.parameters import Parameter, parameter_value_to_python
+
+    with _cli_node(args) as node:
+        (value,) = _param_call(
+            node, args.node, "get_parameters", {"names": [args.name]}, args.wait
+        ).values
+        if value.type == Parameter.Type.NOT_SET:
+            raise CliError(f"parameter {args.name} is not set on {args.node}")
+        kind = Parameter.Type(value.type).name.lower().replace("_", " ")
+        print(f"{kind.capitalize()} value is: {parameter_value_to_python(value)}")
+    return 0
+
+
+def param_set(args: argparse.Namespace) -> int:
+    from vla_runtime.ros.zenoh.parameters import Parameter
+
+    try:
+        value = yaml.safe_load(args.value)
+        message = Parameter(args.name, value=value).to_parameter_msg()
+    except (yaml.YAMLError, TypeError, ValueError) as exc:
+        raise CliError(f"value {args.value!r} is not a parameter value: {exc}") from exc
+    with _cli_node(args) as node:
+        srv = get_service("rcl_interfaces/srv/SetParameters")
+        request = srv.Request(parameters=[message])
+        target = "/" + args.node.strip("/")
+        client = node.create_client(srv, f"{target}/set_parameters")
+        if not client.wait_for_service(timeout_sec=args.wait):
+            raise CliError(f"node {target} is not available (no {client.srv_name} service)")
+        response = client.call(request, 10.0)
+        if response is None:
+            raise CliError(f"{client.srv_name}: no response")
+        (result,) = response.results
+        if not result.successful:
+            raise CliError(f"setting parameter {args.name} failed: {result.reason}")
+        print("Set parameter successful")
+    return 0
+
+
 # -- registration -------------------------------------------------------------------------------
 
 
@@ -366,6 +431,15 @@ def register(commands: Any, handlers: dict[str, Handler]) -> None:
     p.add_argument("values", nargs="?", default="{}", help='YAML mapping, e.g. "{data: true}"')
     p.add_argument("--wait", type=float, default=5.0, help="seconds to wait for the server")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the response")
+
+    for verb, handler in (("list", param_list), ("get", param_get), ("set", param_set)):
+        p = add(f"param {verb}", f"{verb} a node's parameters (ros2 param {verb})", handler)
+        p.add_argument("node", help="node name, e.g. /talker")
+        if verb != "list":
+            p.add_argument("name", help="parameter name")
+        if verb == "set":
+            p.add_argument("value", help="YAML value, e.g. 30.0, true, [1, 2]")
+        p.add_argument("--wait", type=float, default=5.0, help="seconds to wait for the node")
 
     for group in groups:
         handlers[group] = lambda args: args.handler(args)

@@ -27,6 +27,7 @@ from vla_runtime.ros.zenoh.entities import (
     Work,
 )
 from vla_runtime.ros.zenoh.logger import RcutilsLogger, severity_from_name
+from vla_runtime.ros.zenoh.parameter_services import ParameterService
 from vla_runtime.ros.zenoh.parameters import Parameter, ParameterTable
 from vla_runtime.ros.zenoh.qos import QoSProfile, qos_from, qos_profile_services_default
 from vla_runtime.ros.zenoh.time import ROSClock
@@ -114,6 +115,8 @@ class Node:
         self._token_key = token.key()
         self._token = self.context.session.liveliness().declare_token(self._token_key)
         self.context.graph.put(self._token_key)
+        if start_parameter_services:
+            ParameterService(self)
 
     def _collect_overrides(
         self, arg_sets: list[RosArguments], explicit: list[Parameter]

@@ -115,25 +115,54 @@ class Parameter:
         return self._value
 
     def get_parameter_value(self) -> Any:
+        """This value as an rcl_interfaces/ParameterValue message."""
         msg = get_message("rcl_interfaces/msg/ParameterValue")()
         msg.type = int(self._type)
-        field = {
-            Parameter.Type.BOOL: "bool_value",
-            Parameter.Type.INTEGER: "integer_value",
-            Parameter.Type.DOUBLE: "double_value",
-            Parameter.Type.STRING: "string_value",
-            Parameter.Type.BYTE_ARRAY: "byte_array_value",
-            Parameter.Type.BOOL_ARRAY: "bool_array_value",
-            Parameter.Type.INTEGER_ARRAY: "integer_array_value",
-            Parameter.Type.DOUBLE_ARRAY: "double_array_value",
-            Parameter.Type.STRING_ARRAY: "string_array_value",
-        }.get(self._type)
+        field = _VALUE_FIELDS.get(self._type)
         if field:
             setattr(msg, field, self._value)
         return msg
 
+    def to_parameter_msg(self) -> Any:
+        return get_message("rcl_interfaces/msg/Parameter")(
+            name=self._name, value=self.get_parameter_value()
+        )
+
+    @classmethod
+    def from_parameter_msg(cls, msg: Any) -> Parameter:
+        return cls(msg.name, value=parameter_value_to_python(msg.value))
+
     def __repr__(self) -> str:
         return f"Parameter({self._name!r}, {self._type.name}, {self._value!r})"
+
+
+_VALUE_FIELDS = {
+    Parameter.Type.BOOL: "bool_value",
+    Parameter.Type.INTEGER: "integer_value",
+    Parameter.Type.DOUBLE: "double_value",
+    Parameter.Type.STRING: "string_value",
+    Parameter.Type.BYTE_ARRAY: "byte_array_value",
+    Parameter.Type.BOOL_ARRAY: "bool_array_value",
+    Parameter.Type.INTEGER_ARRAY: "integer_array_value",
+    Parameter.Type.DOUBLE_ARRAY: "double_array_value",
+    Parameter.Type.STRING_ARRAY: "string_array_value",
+}
+
+
+def parameter_value_to_python(msg: Any) -> Any:
+    """rcl_interfaces/ParameterValue → the Python value it holds (None when NOT_SET)."""
+    try:
+        field = _VALUE_FIELDS.get(Parameter.Type(msg.type))
+    except ValueError:
+        raise ValueError(f"unknown parameter type {msg.type}") from None
+    if field is None:
+        return None
+    value = getattr(msg, field)
+    if hasattr(value, "tolist"):  # numpy arrays from the wire → plain lists, as rclpy gives
+        value = value.tolist()
+    if Parameter.Type(msg.type) == Parameter.Type.BOOL_ARRAY:
+        value = [bool(v) for v in value]
+    return value
 
 
 SetCallback = Callable[[list[Parameter]], Any]
