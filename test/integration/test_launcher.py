@@ -287,6 +287,26 @@ def test_sigint_stops_everything_within_5_s_even_nodes_that_ignore_it(
     assert wait_dead(pids) == []
 
 
+def test_a_second_sigint_skips_to_the_next_signal(
+    tmp_path: Path, launched: list[LauncherProcess]
+) -> None:
+    graph = write_graph(tmp_path, f"nodes:\n  - {{name: ignorer, executable: {IGNORE_SIGINT}}}\n")
+    launcher = LauncherProcess(graph, "--no-router")
+    launched.append(launcher)
+    launcher.wait_for(r"^\[ignorer\] ready")
+
+    sent = time.monotonic()
+    launcher.popen.send_signal(signal.SIGINT)
+    launcher.wait_for(r"^\[launch\] received SIGINT")
+    launcher.popen.send_signal(signal.SIGINT)
+
+    assert launcher.wait(10.0) == 0
+    assert time.monotonic() - sent < 3.0  # well before the 3 s SIGINT grace ran out
+    assert "[launch] ignorer still running at a second stop request; sending SIGTERM" in (
+        launcher.output()
+    )
+
+
 def test_sigterm_to_the_launcher_stops_the_graph(
     tmp_path: Path, launched: list[LauncherProcess]
 ) -> None:
@@ -365,6 +385,35 @@ def test_a_busy_router_port_is_reported(tmp_path: Path, launched: list[LauncherP
         assert launcher.wait(10.0) == 1
     assert f"[launch] something already listens on {endpoint}" in launcher.output()
     assert "started chatty" not in launcher.output()
+
+
+def test_the_router_is_up_before_the_nodes_and_stopped_after_them(
+    tmp_path: Path, launched: list[LauncherProcess]
+) -> None:
+    pytest.importorskip("zenoh", reason="the router is a Zenoh router")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    endpoint = f"tcp/127.0.0.1:{port}"
+    graph = write_graph(
+        tmp_path,
+        f"""
+        router: {{listen: "{endpoint}"}}
+        nodes:
+          - {{name: chatty, executable: {CHATTY}}}
+        """,
+    )
+    launcher = LauncherProcess(graph, "--duration", "2")
+    launched.append(launcher)
+
+    assert launcher.wait(15.0) == 0
+    lines = launcher.lines
+    ready = lines.index(f"[launch] router listening on {endpoint}")
+    assert any(line.startswith("[launch] started router (pid ") for line in lines[:ready])
+    assert any(line.startswith("[launch] started chatty (pid ") for line in lines[ready:])
+    assert f"[chatty] router={endpoint}" in lines
+    with socket.socket() as client:
+        assert client.connect_ex(("127.0.0.1", port)) != 0, "the router must be stopped"
 
 
 def test_colour_prefixes_are_stable_per_node(tmp_path: Path) -> None:

@@ -201,6 +201,7 @@ def test_an_unknown_top_level_key_is_rejected(tmp_path: Path) -> None:
         ("critical: 1", "nodes[0].critical", "expected true or false, got int 1"),
         ("namespace: robot", "nodes[0].namespace", "write it as /name"),
         ("env: {THREADS: 2}", "nodes[0].env.THREADS", "expected a string, got int 2 (quote it"),
+        ("remappings: {1: b}", "nodes[0].remappings.1", "expected a string, got int 1"),
         ("arguments: --fast", "nodes[0].arguments", "expected a list, got str"),
         ("remappings: [a, b]", "nodes[0].remappings", "expected a mapping, got a list"),
         ("parameters: [{rate: [1, 2.5]}]", "nodes[0].parameters[0].rate", "one type"),
@@ -371,12 +372,21 @@ def test_ros_arguments_follow_launch_ros_order(tmp_path: Path) -> None:
         "--params-file", inline,
         "-r", "/image:=/cameras/top/image_raw",
     ]  # fmt: skip
-    # launch_ros writes dict parameters under the wildcard in the ROS 2 parameter file format.
+    # launch_ros keys dict parameters by the full node name once a namespace is given.
     assert yaml.safe_load(Path(inline).read_text(encoding="utf-8")) == {
-        "/**": {"ros__parameters": {"rate_hz": 5.0, "camera": {"names": ["top"]}}}
+        "/robot/policy": {"ros__parameters": {"rate_hz": 5.0, "camera": {"names": ["top"]}}}
     }
     assert Path(inline).parent == tmp_path / "params"
     assert ros_arguments(node, tmp_path / "params") == args  # same content, same file
+
+
+def test_inline_parameters_without_namespace_use_the_wildcard(tmp_path: Path) -> None:
+    node = NodeSpec(name="talker", executable="talker_node", parameters=({"rate_hz": 2.0},))
+    args = ros_arguments(node, tmp_path)
+    assert args[:4] == ["--ros-args", "-r", "__node:=talker", "--params-file"]
+    assert yaml.safe_load(Path(args[4]).read_text(encoding="utf-8")) == {
+        "/**": {"ros__parameters": {"rate_hz": 2.0}}
+    }
 
 
 def test_ros_arguments_of_a_bare_node() -> None:

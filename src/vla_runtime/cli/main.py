@@ -58,7 +58,13 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Nam
 
 def main(argv: list[str] | None = None) -> int:
     parser, handlers = _parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    # argparse cannot interleave options with `launch`'s trailing NAME:=VALUE arguments
+    # (`launch g --duration 5 a:=b`): collect the ones it left over.
+    if extra and getattr(args, "command", None) == "launch" and all(":=" in e for e in extra):
+        args.launch_arguments = [*args.launch_arguments, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not args.command:
         parser.print_help()
         return 2

@@ -20,6 +20,7 @@ import os
 import pkgutil
 import re
 import sys
+import sysconfig
 import tempfile
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -199,13 +200,6 @@ class GraphSpec:
                 )
             seen.add(node.name)
 
-    def node(self, name: str) -> NodeSpec:
-        """Return the node called `name`."""
-        for node in self.nodes:
-            if node.name == name:
-                return node
-        raise KeyError(name)
-
 
 # --------------------------------------------------------------------------------------------
 # Locating graphs and executables
@@ -215,8 +209,8 @@ def config_dir() -> Path:
     """Return the package's `config/` directory.
 
     The source checkout's when running from one (so edits take effect without reinstalling),
-    else the pip install's `<prefix>/share/vla_runtime/config`, else the ament index's share
-    directory (a colcon install).
+    else the pip install's `<prefix>/share/vla_runtime/config` (or the `--user` one), else the
+    ament index's share directory (a colcon install).
 
     Raises:
         FileNotFoundError: if none of them exists.
@@ -226,6 +220,9 @@ def config_dir() -> Path:
     if (checkout / "package.xml").is_file():
         candidates.append(checkout / "config")
     candidates.append(Path(sys.prefix) / "share" / PACKAGE / "config")
+    with contextlib.suppress(KeyError):
+        user_data = sysconfig.get_path("data", f"{os.name}_user")
+        candidates.append(Path(user_data) / "share" / PACKAGE / "config")
     try:
         from ament_index_python.packages import get_package_share_directory
 
@@ -621,15 +618,16 @@ def _get(raw: Mapping[str, Any], name: str, kind: type, key: str, default: Any =
 
 
 def _get_strings(raw: Mapping[str, Any], name: str, kind: type, key: str) -> Any:
-    """Return a list of strings or a str -> str mapping (absent: empty)."""
+    """Return a list of strings or a string -> string mapping (absent: empty)."""
     values = _get(raw, name, kind, key, kind())
-    items = values.items() if isinstance(values, dict) else enumerate(values)
-    for item, value in items:
-        if not isinstance(item, (str, int)) or not isinstance(value, str):
-            raise GraphError(
-                f"expected a string, got {_kind(value)} (quote it in YAML)",
-                f"{key}.{name}[{item}]" if isinstance(values, list) else f"{key}.{name}.{item}",
-            )
+    if isinstance(values, list):
+        pairs = [(f"{key}.{name}[{index}]", value) for index, value in enumerate(values)]
+    else:
+        pairs = [(f"{key}.{name}.{item}", item) for item in values]  # keys first, then values
+        pairs += [(f"{key}.{name}.{item}", value) for item, value in values.items()]
+    for item_key, value in pairs:
+        if not isinstance(value, str):
+            raise GraphError(f"expected a string, got {_kind(value)} (quote it in YAML)", item_key)
     return values
 
 
@@ -671,11 +669,13 @@ def write_parameter_file(
 ) -> Path:
     """Write inline parameters as a ROS 2 parameter file and return its path.
 
-    launch_ros puts dict parameters under the `/**` wildcard, so a file given earlier that names
-    the node explicitly (`/talker: ...`) still wins over them; we keep that rule.
+    The top-level key is the one launch_ros uses for dict parameters: the node's full name when
+    both name and namespace are given, else the `/**` wildcard. rcl applies files in order
+    (later wins) but a full name beats a wildcard, so we keep launch_ros's key to keep its rule.
     """
+    key = node.fully_qualified_name if node.namespace else "/**"
     text = yaml.safe_dump(
-        {"/**": {"ros__parameters": _plain(parameters)}}, sort_keys=False, default_flow_style=False
+        {key: {"ros__parameters": _plain(parameters)}}, sort_keys=False, default_flow_style=False
     )
     if params_dir is None:
         user = getattr(os, "getuid", lambda: "user")()

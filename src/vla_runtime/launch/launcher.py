@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
@@ -37,8 +38,10 @@ from vla_runtime.launch.graph import (
     SIGTERM_TIMEOUT_S,
     GraphError,
     GraphSpec,
+    LaunchArgument,
     NodeSpec,
     RouterSpec,
+    graph_arguments,
     load_graph,
     node_executables,
     ros_arguments,
@@ -181,10 +184,13 @@ class Launcher:
         try:
             with tempfile.TemporaryDirectory(prefix="vla_runtime-launch-") as params_dir:
                 self._params_dir = Path(params_dir)
-                code = self._start()
-                if code == EXIT_OK:
-                    code = self._supervise(started)
-                self._shutdown()
+                try:
+                    code = self._start()
+                    if code == EXIT_OK:
+                        code = self._supervise(started)
+                finally:
+                    # Also on an unexpected error: never leave node processes behind.
+                    self._shutdown()
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
@@ -287,12 +293,14 @@ class Launcher:
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"  # lines reach the prefixer as they are printed
         env[ROUTER_ENV] = self._router.connect_endpoint
-        # The nodes import vla_runtime from wherever this launcher did (a source checkout on
-        # PYTHONPATH or a venv that is not activated).
-        package_root = str(Path(vla_runtime.__file__).resolve().parents[1])
+        # The nodes import vla_runtime from wherever this launcher did, e.g. a source checkout
+        # put on sys.path by hand. An installed package is already on the interpreter's path;
+        # adding site-packages to PYTHONPATH would put it ahead of the standard library.
+        package_root = Path(vla_runtime.__file__).resolve().parents[1]
+        installed = {Path(sysconfig.get_path(n)).resolve() for n in ("purelib", "platlib")}
         paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-        if package_root not in paths:
-            env["PYTHONPATH"] = os.pathsep.join([package_root, *paths])
+        if package_root not in installed and str(package_root) not in paths:
+            env["PYTHONPATH"] = os.pathsep.join([str(package_root), *paths])
         env.update(self._options.extra_env)
         if node is not None:
             env.update(node.env)
@@ -374,46 +382,52 @@ class Launcher:
             child.respawn_at = None
         nodes = [c for c in self._children if c.running]
         options = self._options
-        self._stop_group(nodes, begun, options.sigint_timeout_s, options.sigterm_timeout_s)
+        self._stop_group(nodes, options.sigint_timeout_s, options.sigterm_timeout_s)
         router = self._router_child
         if router is not None and router.running:
-            self._stop_group([router], time.monotonic(), options.router_stop_timeout_s, 0.0)
+            self._stop_group([router], options.router_stop_timeout_s, 0.0)
         self._drain_readers()
         self._log(f"all processes stopped in {time.monotonic() - begun:.1f} s")
 
-    def _stop_group(
-        self, children: list[_Child], begun: float, sigint_s: float, sigterm_s: float
-    ) -> None:
+    def _stop_group(self, children: list[_Child], sigint_s: float, sigterm_s: float) -> None:
         """SIGINT, then SIGTERM after `sigint_s`, then SIGKILL after another `sigterm_s`."""
-        stages = (
-            (signal.SIGINT, begun + sigint_s, f"{sigint_s:g} s of SIGINT"),
-            (signal.SIGTERM, begun + sigint_s + sigterm_s, f"{sigterm_s:g} s of SIGTERM"),
-            (signal.SIGKILL, None, ""),
-        )
-        previous = ""
-        for signum, until, waited in stages:
+        note = ""
+        for signum, timeout_s in (
+            (signal.SIGINT, sigint_s),
+            (signal.SIGTERM, sigterm_s),
+            (signal.SIGKILL, None),
+        ):
             alive = [c for c in children if c.running]
             if not alive:
                 return
-            if previous:
+            if note:
                 names = ", ".join(c.name for c in alive)
-                self._log(f"{names} did not stop within {previous}; sending {signum.name}")
+                self._log(f"{names} {note}; sending {signum.name}")
             for child in alive:
                 _signal_group(child, signum)
-            if until is None:
+            if timeout_s is None:
                 for child in alive:
                     assert child.popen is not None
-                    child.popen.wait()
+                    try:
+                        child.popen.wait(timeout=1.0)
+                    except subprocess.TimeoutExpired:
+                        # Only a process stuck in the kernel (uninterruptible I/O) outlives this.
+                        self._log(f"{child.name} (pid {child.popen.pid}) survived SIGKILL")
                 return
             self._escalate = False
+            until = time.monotonic() + timeout_s
             while time.monotonic() < until and not self._escalate:
                 if not any(c.running for c in children):
                     return
                 time.sleep(_POLL_S / 2)
-            previous = waited
+            note = (
+                "still running at a second stop request"
+                if self._escalate
+                else f"did not stop within {timeout_s:g} s of {signum.name}"
+            )
 
     def _drain_readers(self) -> None:
-        deadline = time.monotonic() + 0.5
+        deadline = time.monotonic() + 0.3
         for child in [*self._children, *([self._router_child] if self._router_child else [])]:
             if child.reader is None:
                 continue
@@ -553,6 +567,9 @@ def parse_launch_arguments(items: list[str]) -> dict[str, str]:
 def run_launch(args: argparse.Namespace) -> int:
     """Run `vla-runtime launch` from parsed arguments; return the process exit code."""
     try:
+        if getattr(args, "show_args", False):
+            # Before load_graph: a required argument must be listable without being given.
+            return _show_arguments(graph_arguments(args.graph))
         overrides = parse_launch_arguments(list(getattr(args, "launch_arguments", None) or []))
         graph = load_graph(args.graph, overrides)
         options = LaunchOptions(
@@ -562,20 +579,28 @@ def run_launch(args: argparse.Namespace) -> int:
             colour=sys.stdout.isatty() and "NO_COLOR" not in os.environ,
         )
         if options.router_listen is not None:
-            RouterSpec(listen=options.router_listen)  # validates the endpoint
-    except (GraphError, ValueError) as error:
+            RouterSpec(listen=options.router_listen)
+    except GraphError as error:
+        # A bad --router-listen has no file; say which option to change instead.
+        text = f"--router-listen: {error.message}" if error.key == "listen" else str(error)
+        print(f"vla-runtime launch: error: {text}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ValueError, OSError) as error:  # bad option values; no config directory
         print(f"vla-runtime launch: error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    if getattr(args, "show_args", False):
-        for argument in graph.arguments:
-            default = (
-                "(required)" if argument.default is None else f"(default: {argument.default})"
-            )
-            print(f"{argument.name} {default} {argument.description}".rstrip())
-        return EXIT_OK
     if getattr(args, "dry_run", False):
         return _dry_run(graph, options)
     return Launcher(graph, options).run()
+
+
+def _show_arguments(arguments: tuple[LaunchArgument, ...]) -> int:
+    for argument in arguments:
+        default = "required" if argument.default is None else f"default: {argument.default}"
+        description = f": {argument.description}" if argument.description else ""
+        print(f"{argument.name} ({default}){description}")
+    if not arguments:
+        print("this graph declares no launch arguments")
+    return EXIT_OK
 
 
 def _dry_run(graph: GraphSpec, options: LaunchOptions) -> int:

@@ -7,6 +7,7 @@ router) and starts following the graph's liveliness tokens. `shutdown()` wakes e
 
 from __future__ import annotations
 
+import atexit
 import logging
 import signal
 import sys
@@ -37,7 +38,6 @@ class Context:
         self._session: zenoh.Session | None = None
         self._liveliness_subscriber: Any = None
         self._shutdown = threading.Event()
-        self._closed = threading.Event()
         self._initialized = False
         self._next_id = 0
         self._on_shutdown: list[Callable[[], None]] = []
@@ -66,9 +66,9 @@ class Context:
             self.settings = settings
             self._session = open_session(session_config(settings))
             self._shutdown.clear()
-            self._closed.clear()
             self._initialized = True
         self._follow_graph()
+        atexit.register(self._close_session)
         if not self._session.info.routers_zid():
             RcutilsLogger("vla_runtime").warning(
                 f"no Zenoh router reachable at {settings.router_endpoint}: nodes will not "
@@ -96,10 +96,15 @@ class Context:
     def on_shutdown(self, callback: Callable[[], None]) -> None:
         self._on_shutdown.append(callback)
 
-    def shutdown(self) -> None:
+    def request_shutdown(self) -> None:
+        """Stop spinning everywhere (ok() turns False, executors wake); the session stays open.
+
+        This is what a signal does. Closing the session is left to `shutdown()` on the main
+        thread (or to exit), so it never races the node's own teardown (`destroy_node`).
+        """
         with self._lock:
             if not self._initialized or self._shutdown.is_set():
-                raise RuntimeError("Context.shutdown() called on a context that is not running")
+                return
             self._shutdown.set()
             callbacks, self._on_shutdown = self._on_shutdown, []
         for callback in callbacks:
@@ -107,22 +112,28 @@ class Context:
                 callback()
             except Exception:
                 _LOG.exception("error in an on-shutdown callback")
-        session, self._session = self._session, None
+
+    def shutdown(self) -> None:
+        """rclpy.shutdown: stop spinning and close the session; an error if already closed."""
+        if not self._initialized or self._session is None:
+            raise RuntimeError("Context.shutdown() called on a context that is not running")
+        self.request_shutdown()
+        self._close_session()
+
+    def try_shutdown(self) -> None:
+        """rclpy.try_shutdown: shutdown() without the error when already down."""
+        if self._initialized:
+            self.request_shutdown()
+            self._close_session()
+
+    def _close_session(self) -> None:
+        with self._lock:
+            session, self._session = self._session, None
         if session is not None:
             try:
                 session.close()
             except Exception:
                 _LOG.debug("error closing the Zenoh session", exc_info=True)
-        self._closed.set()
-
-    def try_shutdown(self) -> None:
-        try:
-            self.shutdown()
-        except RuntimeError:
-            # Already down, or going down on another thread (a signal): let that finish, so
-            # the interpreter never exits while the session is closing.
-            if self._initialized:
-                self._closed.wait(5.0)
 
     def wait_for_shutdown(self, timeout_s: float | None = None) -> bool:
         return self._shutdown.wait(timeout_s)
@@ -168,8 +179,8 @@ def install_signal_handlers(context: Context) -> None:
         return
 
     def handler(signum: int, _frame: Any) -> None:
-        # Shutting down takes locks the interrupted code may hold: do it on another thread.
-        threading.Thread(target=context.try_shutdown, name="ros-shutdown", daemon=True).start()
+        # Waking executors takes locks the interrupted code may hold: do it on another thread.
+        threading.Thread(target=context.request_shutdown, name="ros-shutdown", daemon=True).start()
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
 
