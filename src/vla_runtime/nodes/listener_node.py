@@ -6,6 +6,7 @@ import sys
 from typing import Any
 
 from vla_runtime import ros
+from vla_runtime.nodes._runner import run_node
 from vla_runtime.ros.interfaces import get_message
 
 
@@ -19,16 +20,7 @@ class ListenerNode(ros.Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    ros.init(args=args)
-    node = ListenerNode()
-    try:
-        ros.spin(node)
-    except (KeyboardInterrupt, ros.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        ros.try_shutdown()
-    return 0
+    return run_node("listener_node", ListenerNode, args)
 
 
 if __name__ == "__main__":

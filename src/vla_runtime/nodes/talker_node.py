@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from vla_runtime import ros
+from vla_runtime.nodes._runner import run_node
 from vla_runtime.ros.interfaces import get_message
 
 
@@ -33,16 +34,7 @@ class TalkerNode(ros.Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    ros.init(args=args)
-    node = TalkerNode()
-    try:
-        ros.spin(node)
-    except (KeyboardInterrupt, ros.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        ros.try_shutdown()
-    return 0
+    return run_node("talker_node", TalkerNode, args)
 
 
 if __name__ == "__main__":
