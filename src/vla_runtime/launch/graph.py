@@ -6,13 +6,13 @@ exit. `load_graph` turns it into a `GraphSpec`, checking every key on the way so
 at start-up with the file and key named. The same spec feeds the process supervisor
 (`vla_runtime.launch.launcher`) and `launch/bringup.launch.py` (through
 `launch_ros_node_kwargs`), so the two launchers cannot drift apart. The schema is documented at
-the top of `config/graphs/demo_talker_listener.yaml` and in `docs/launch.md`.
+the top of `config/graphs/demo_talker_listener.yaml` and in `docs/launch.md`; the key-by-key
+checks, launch arguments and `${name}` substitution live in `vla_runtime.launch.schema`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import difflib
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -22,12 +22,32 @@ import re
 import sys
 import sysconfig
 import tempfile
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
+
+from vla_runtime.launch.schema import (
+    NAME_RE,
+    argument_values,
+    build_spec,
+    check_parameters,
+    did_you_mean,
+    get_field,
+    get_strings,
+    kind_of,
+    located,
+    parse_arguments,
+    read_document,
+    reject_unknown,
+    substitute,
+)
+
+# Defined with the schema and still public here: `X as X` marks the re-export for mypy --strict.
+from vla_runtime.launch.schema import GraphError as GraphError
+from vla_runtime.launch.schema import LaunchArgument as LaunchArgument
 
 PACKAGE = "vla_runtime"
 NODES_PACKAGE = f"{PACKAGE}.nodes"
@@ -40,10 +60,7 @@ PYTHON_MODULE_PREFIX = "python:"
 SIGINT_TIMEOUT_S = 3.0
 SIGTERM_TIMEOUT_S = 1.0
 
-_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_PARAMETER_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 _MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-_SUBSTITUTION_RE = re.compile(r"\$\{([^}]*)\}")
 _ENDPOINT_RE = re.compile(r"^[a-z0-9]+/\S+$")
 
 _GRAPH_KEYS = ("name", "description", "arguments", "router", "nodes")
@@ -52,44 +69,10 @@ _NODE_KEYS = (
     "respawn", "respawn_delay_s", "critical", "env", "arguments",
 )  # fmt: skip
 _ROUTER_KEYS = ("enabled", "listen")
-_ARGUMENT_KEYS = ("default", "description")
 
-_T = TypeVar("_T")
 ParameterDict = Mapping[str, Any]
 """Inline ROS parameters: name -> bool, int, float, str, a list of one of those, or a nested
 mapping (a parameter namespace, flattened to dotted names by ROS)."""
-
-
-class GraphError(ValueError):
-    """A graph file, or the arguments given to it, cannot be used.
-
-    The message is one line that names the file and the key at fault, so the CLI can print it
-    as is.
-    """
-
-    def __init__(self, message: str, key: str = "", *, file: Path | None = None) -> None:
-        self.message = message
-        self.key = key
-        self.file = file
-        where = [str(file)] if file is not None else []
-        super().__init__(": ".join([*where, *([key] if key else []), message]))
-
-
-@dataclass(frozen=True)
-class LaunchArgument:
-    """A launch argument a graph declares, substituted as `${name}` in its string values."""
-
-    name: str
-    # None: the argument is required and must be given as `name:=value`.
-    default: str | None = None
-    description: str = ""
-
-    def __post_init__(self) -> None:
-        if not _NAME_RE.match(self.name):
-            raise GraphError(
-                "launch argument names are letters, digits and '_', not starting with a digit",
-                key=self.name,
-            )
 
 
 @dataclass(frozen=True)
@@ -138,7 +121,7 @@ class NodeSpec:
     arguments: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if not _NAME_RE.match(self.name):
+        if not NAME_RE.match(self.name):
             raise GraphError(
                 f"{self.name!r} is not a ROS node name; use letters, digits and '_', "
                 "not starting with a digit",
@@ -146,7 +129,7 @@ class NodeSpec:
             )
         if self.namespace:
             tokens = self.namespace.strip("/").split("/")
-            if not self.namespace.startswith("/") or not all(_NAME_RE.match(t) for t in tokens):
+            if not self.namespace.startswith("/") or not all(NAME_RE.match(t) for t in tokens):
                 raise GraphError(
                     f"{self.namespace!r} is not a namespace; write it as /name or /a/b",
                     key="namespace",
@@ -262,7 +245,7 @@ def resolve_graph_path(name_or_path: str | Path) -> Path:
     known = available_graphs()
     raise GraphError(
         f"no graph named {text!r} in {path.parent}; available: {', '.join(known) or 'none'}"
-        + _did_you_mean(text, known)
+        + did_you_mean(text, known)
     )
 
 
@@ -315,7 +298,7 @@ def _check_executable_known(executable: str, known: Collection[str], key: str) -
         raise GraphError(
             f"unknown executable {executable!r}; known: {', '.join(sorted(known)) or 'none'}, "
             f"or {PYTHON_MODULE_PREFIX}<module>, or an absolute path"
-            + _did_you_mean(executable, known),
+            + did_you_mean(executable, known),
             key,
         )
 
@@ -327,8 +310,8 @@ def _check_executable_known(executable: str, known: Collection[str], key: str) -
 def graph_arguments(name_or_path: str | Path) -> tuple[LaunchArgument, ...]:
     """Return the launch arguments a graph declares, without building its nodes."""
     path = resolve_graph_path(name_or_path)
-    with _located(path):
-        return _parse_arguments(_read_document(path).get("arguments"))
+    with located(path):
+        return parse_arguments(read_document(path).get("arguments"))
 
 
 def load_graph(
@@ -350,26 +333,26 @@ def load_graph(
     """
     path = resolve_graph_path(name_or_path)
     known = node_executables() if known_executables is None else known_executables
-    with _located(path):
-        document = _read_document(path)
-        arguments = _parse_arguments(document.get("arguments"))
-        values = _argument_values(arguments, overrides or {})
-        body = _substitute({k: v for k, v in document.items() if k != "arguments"}, values, "")
-        _reject_unknown(body, _GRAPH_KEYS, "")
-        nodes = _get(body, "nodes", list, "")
-        router = _get(body, "router", dict, "", default={})
-        _reject_unknown(router, _ROUTER_KEYS, "router")
+    with located(path):
+        document = read_document(path)
+        arguments = parse_arguments(document.get("arguments"))
+        values = argument_values(arguments, overrides or {})
+        body = substitute({k: v for k, v in document.items() if k != "arguments"}, values, "")
+        reject_unknown(body, _GRAPH_KEYS, "")
+        nodes = get_field(body, "nodes", list, "")
+        router = get_field(body, "router", dict, "", default={})
+        reject_unknown(router, _ROUTER_KEYS, "router")
         return GraphSpec(
-            name=_get(body, "name", str, "", default=path.stem),
-            description=_get(body, "description", str, "", default=""),
+            name=get_field(body, "name", str, "", default=path.stem),
+            description=get_field(body, "description", str, "", default=""),
             nodes=tuple(
                 _parse_node(raw, f"nodes[{i}]", path, known) for i, raw in enumerate(nodes)
             ),
-            router=_build(
+            router=build_spec(
                 RouterSpec,
                 "router",
-                enabled=_get(router, "enabled", bool, "router", default=True),
-                listen=_get(router, "listen", str, "router", default=DEFAULT_ROUTER_LISTEN),
+                enabled=get_field(router, "enabled", bool, "router", default=True),
+                listen=get_field(router, "listen", str, "router", default=DEFAULT_ROUTER_LISTEN),
             ),
             arguments=arguments,
             argument_values=values,
@@ -377,133 +360,23 @@ def load_graph(
         )
 
 
-@contextlib.contextmanager
-def _located(path: Path) -> Iterator[None]:
-    """Put the file name in front of any GraphError raised inside."""
-    try:
-        yield
-    except GraphError as error:
-        if error.file is not None:
-            raise
-        raise GraphError(error.message, file=path, key=error.key) from None
-
-
-def _build(factory: Callable[..., _T], key: str, **fields: Any) -> _T:
-    """Construct a spec dataclass, putting `key` in front of its validation errors."""
-    try:
-        return factory(**fields)
-    except GraphError as error:
-        raise GraphError(error.message, key=_join(key, error.key)) from None
-
-
-def _read_document(path: Path) -> dict[str, Any]:
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise GraphError(f"not valid YAML ({problem})", key=where) from None
-    except OSError as exc:
-        raise GraphError(f"cannot read: {exc.strerror}") from None
-    if not isinstance(document, dict):
-        raise GraphError("a graph file is a YAML mapping with a 'nodes' list")
-    return document
-
-
-def _parse_arguments(raw: object) -> tuple[LaunchArgument, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, dict):
-        raise GraphError(f"expected a mapping of name: default, got {_kind(raw)}", key="arguments")
-    arguments = []
-    for name, spec in raw.items():
-        key = _join("arguments", name)
-        if isinstance(spec, dict):
-            _reject_unknown(spec, _ARGUMENT_KEYS, key)
-            default, description = spec.get("default"), _get(spec, "description", str, key, "")
-        else:
-            default, description = spec, ""
-        if default is not None and not isinstance(default, (str, int, float, bool)):
-            raise GraphError(f"a default is a single value, got {_kind(default)}", key=key)
-        text = None if default is None else _yaml_text(default)
-        arguments.append(_build(LaunchArgument, key, name=str(name), default=text,
-                                description=description))  # fmt: skip
-    return tuple(arguments)
-
-
-def _argument_values(
-    arguments: tuple[LaunchArgument, ...], overrides: Mapping[str, str]
-) -> dict[str, str]:
-    declared = {argument.name: argument for argument in arguments}
-    for name in overrides:
-        if name not in declared:
-            raise GraphError(
-                f"the graph declares no launch argument {name!r}; declared: "
-                f"{', '.join(declared) or 'none'}" + _did_you_mean(name, declared),
-                key="arguments",
-            )
-    values = {}
-    for name, argument in declared.items():
-        value = overrides.get(name, argument.default)
-        if value is None:
-            raise GraphError(
-                f"required launch argument; give it as {name}:=VALUE", key=f"arguments.{name}"
-            )
-        values[name] = str(value)
-    return values
-
-
-def _substitute(value: Any, values: Mapping[str, str], key: str) -> Any:
-    """Replace `${name}` in every string value.
-
-    A string that is exactly `${name}` takes the YAML type of the argument's value, as launch_ros
-    does for substituted parameters, so `respawn: ${sim}` gives a bool.
-    """
-    if isinstance(value, dict):
-        return {k: _substitute(v, values, _join(key, k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_substitute(v, values, f"{key}[{i}]") for i, v in enumerate(value)]
-    if not isinstance(value, str) or "${" not in value:
-        return value
-
-    def replace(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in values:
-            raise GraphError(
-                f"${{{name}}} is not a declared launch argument (declare it under 'arguments:');"
-                f" declared: {', '.join(values) or 'none'}" + _did_you_mean(name, values),
-                key=key,
-            )
-        return values[name]
-
-    whole = _SUBSTITUTION_RE.fullmatch(value)
-    if whole is None:
-        return _SUBSTITUTION_RE.sub(replace, value)
-    text = replace(whole)
-    try:
-        return yaml.safe_load(text) if text.strip() else text
-    except yaml.YAMLError:
-        return text
-
-
 def _parse_node(raw: object, key: str, graph_file: Path, known: Collection[str]) -> NodeSpec:
     if not isinstance(raw, dict):
-        raise GraphError(f"a node is a mapping with name and executable, got {_kind(raw)}", key)
-    _reject_unknown(raw, _NODE_KEYS, key)
-    node = _build(
+        raise GraphError(f"a node is a mapping with name and executable, got {kind_of(raw)}", key)
+    reject_unknown(raw, _NODE_KEYS, key)
+    node = build_spec(
         NodeSpec,
         key,
-        name=_get(raw, "name", str, key),
-        executable=_get(raw, "executable", str, key),
-        namespace=_get(raw, "namespace", str, key, ""),
+        name=get_field(raw, "name", str, key),
+        executable=get_field(raw, "executable", str, key),
+        namespace=get_field(raw, "namespace", str, key, ""),
         parameters=_parse_parameters(raw.get("parameters"), f"{key}.parameters", graph_file),
-        remappings=tuple(_get_strings(raw, "remappings", dict, key).items()),
-        respawn=_get(raw, "respawn", bool, key, False),
-        respawn_delay_s=float(_get(raw, "respawn_delay_s", float, key, 1.0)),
-        critical=_get(raw, "critical", bool, key, False),
-        env=_get_strings(raw, "env", dict, key),
-        arguments=tuple(_get_strings(raw, "arguments", list, key)),
+        remappings=tuple(get_strings(raw, "remappings", dict, key).items()),
+        respawn=get_field(raw, "respawn", bool, key, False),
+        respawn_delay_s=float(get_field(raw, "respawn_delay_s", float, key, 1.0)),
+        critical=get_field(raw, "critical", bool, key, False),
+        env=get_strings(raw, "env", dict, key),
+        arguments=tuple(get_strings(raw, "arguments", list, key)),
     )
     _check_executable_known(node.executable, known, f"{key}.executable")
     return node
@@ -514,17 +387,19 @@ def _parse_parameters(raw: object, key: str, graph_file: Path) -> tuple[Path | P
         return ()
     items = [raw] if isinstance(raw, dict) else raw  # one mapping: shorthand for a list of one
     if not isinstance(items, list):
-        raise GraphError(f"expected a list of parameter files and mappings, got {_kind(raw)}", key)
+        raise GraphError(
+            f"expected a list of parameter files and mappings, got {kind_of(raw)}", key
+        )
     sources: list[Path | ParameterDict] = []
     for index, item in enumerate(items):
         item_key = f"{key}[{index}]"
         if isinstance(item, str):
             sources.append(_resolve_parameter_file(item, item_key, graph_file))
         elif isinstance(item, dict):
-            _check_parameters(item, item_key)
+            check_parameters(item, item_key)
             sources.append(item)
         else:
-            raise GraphError(f"expected a file path or a mapping, got {_kind(item)}", item_key)
+            raise GraphError(f"expected a file path or a mapping, got {kind_of(item)}", item_key)
     return tuple(sources)
 
 
@@ -537,103 +412,6 @@ def _resolve_parameter_file(text: str, key: str, graph_file: Path) -> Path:
             return candidate.resolve()
     looked = " or ".join(str(c) for c in dict.fromkeys(candidates))
     raise GraphError(f"parameter file {text!r} not found (looked for {looked})", key)
-
-
-def _check_parameters(parameters: Mapping[Any, Any], key: str) -> None:
-    for name, value in parameters.items():
-        item_key = _join(key, name)
-        if not isinstance(name, str) or not _PARAMETER_NAME_RE.match(name):
-            raise GraphError("not a parameter name; use letters, digits, '_' and '.'", item_key)
-        if isinstance(value, dict):
-            _check_parameters(value, item_key)
-            continue
-        kinds = {_parameter_kind(v, item_key) for v in value} if isinstance(value, list) else ()
-        # ROS parameter arrays hold one type; rcl rejects a mixed sequence at start-up.
-        if len(kinds) > 1:
-            raise GraphError(f"an array holds one type, got {', '.join(sorted(kinds))}", item_key)
-        if not isinstance(value, list):
-            _parameter_kind(value, item_key)
-
-
-def _parameter_kind(value: object, key: str) -> str:
-    for kind, types in (("bool", bool), ("int", int), ("float", float), ("str", str)):
-        if isinstance(value, types):
-            return kind
-    raise GraphError(
-        f"a parameter is a bool, int, float, string or a list of one of them, got {_kind(value)}",
-        key,
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# Typed access with errors that name the key
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, (dict, list)):
-        return "a mapping" if isinstance(value, dict) else "a list"
-    return f"{type(value).__name__} {value!r}"
-
-
-def _join(key: str, name: object) -> str:
-    return f"{key}.{name}" if key else str(name)
-
-
-def _did_you_mean(word: str, choices: Collection[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f". Did you mean {close[0]!r}?" if close else ""
-
-
-def _reject_unknown(raw: Mapping[Any, Any], allowed: tuple[str, ...], key: str) -> None:
-    for name in raw:
-        if name not in allowed:
-            raise GraphError(
-                f"unknown key; allowed: {', '.join(allowed)}" + _did_you_mean(str(name), allowed),
-                _join(key, name),
-            )
-
-
-_TYPE_NAMES = {bool: "true or false", str: "a string", float: "a number", list: "a list",
-               dict: "a mapping"}  # fmt: skip
-
-
-def _get(raw: Mapping[str, Any], name: str, kind: type, key: str, default: Any = ...) -> Any:
-    if name not in raw:
-        if default is ...:
-            raise GraphError(f"missing required key {name!r}", key)
-        return default
-    value = raw[name]
-    if kind is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    else:  # bool is an int in Python, but `respawn_delay_s: true` is a mistake
-        ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
-    if not ok:
-        hint = " (quote it in YAML)" if kind is str and value is not None else ""
-        raise GraphError(
-            f"expected {_TYPE_NAMES[kind]}, got {_kind(value)}{hint}", _join(key, name)
-        )
-    return value
-
-
-def _get_strings(raw: Mapping[str, Any], name: str, kind: type, key: str) -> Any:
-    """Return a list of strings or a string -> string mapping (absent: empty)."""
-    values = _get(raw, name, kind, key, kind())
-    if isinstance(values, list):
-        pairs = [(f"{key}.{name}[{index}]", value) for index, value in enumerate(values)]
-    else:
-        pairs = [(f"{key}.{name}.{item}", item) for item in values]  # keys first, then values
-        pairs += [(f"{key}.{name}.{item}", value) for item, value in values.items()]
-    for item_key, value in pairs:
-        if not isinstance(value, str):
-            raise GraphError(f"expected a string, got {_kind(value)} (quote it in YAML)", item_key)
-    return values
-
-
-def _yaml_text(value: str | int | float | bool) -> str:
-    # YAML spelling, so that a default of `false` substitutes back as a bool.
-    return value if isinstance(value, str) else yaml.safe_dump(value).splitlines()[0]
 
 
 # --------------------------------------------------------------------------------------------

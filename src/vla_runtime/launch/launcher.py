@@ -25,7 +25,6 @@ import sysconfig
 import tempfile
 import threading
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -46,6 +45,7 @@ from vla_runtime.launch.graph import (
     node_executables,
     ros_arguments,
 )
+from vla_runtime.launch.output import PrefixedOutput
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # a critical node or the router died, or the router did not come up
@@ -55,8 +55,6 @@ LAUNCH_PREFIX = "launch"
 ROUTER_NAME = "router"
 _POLL_S = 0.05
 _RESPAWN_WINDOW_S = 60.0
-# 31-36 and 91-96: the ANSI colours readable on both dark and light terminals.
-_COLOURS = (31, 32, 33, 34, 35, 36, 91, 92, 93, 94, 95, 96)
 
 
 @dataclass(frozen=True)
@@ -159,12 +157,13 @@ class Launcher:
     ) -> None:
         self._graph = graph
         self._options = options
-        self._stream = stream if stream is not None else sys.stdout
         self._router = RouterSpec(
             enabled=graph.router.enabled and options.start_router,
             listen=options.router_listen or graph.router.listen,
         )
-        self._write_lock = threading.Lock()
+        self._output = PrefixedOutput(
+            stream if stream is not None else sys.stdout, colour=options.colour
+        )
         self._stop_reason: str | None = None
         self._escalate = False
         self._children: list[_Child] = []
@@ -281,11 +280,7 @@ class Launcher:
             child.done = True
             return False
         child.popen, child.respawn_at = popen, None
-        colour = self._colour(child.name)
-        child.reader = threading.Thread(
-            target=self._pump, args=(child.name, popen, colour), daemon=True
-        )
-        child.reader.start()
+        child.reader = self._output.follow(child.name, popen)
         self._log(f"started {child.name} (pid {popen.pid})")
         return True
 
@@ -438,29 +433,8 @@ class Launcher:
 
     # ----------------------------------------------------------------------------------- output
 
-    def _pump(self, name: str, popen: subprocess.Popen[bytes], colour: int | None) -> None:
-        assert popen.stdout is not None
-        with popen.stdout:
-            for raw in iter(popen.stdout.readline, b""):
-                self._write(name, raw.decode("utf-8", errors="replace").rstrip("\r\n"), colour)
-
     def _log(self, message: str) -> None:
-        self._write(LAUNCH_PREFIX, message, 1 if self._options.colour else None)
-
-    def _write(self, name: str, line: str, colour: int | None) -> None:
-        prefix = f"[{name}]" if colour is None else f"\x1b[{colour}m[{name}]\x1b[0m"
-        with self._write_lock:
-            try:
-                self._stream.write(f"{prefix} {line}\n")
-                self._stream.flush()
-            except (OSError, ValueError):
-                pass  # stdout closed (e.g. piped into `head`); keep supervising
-
-    def _colour(self, name: str) -> int | None:
-        if not self._options.colour:
-            return None
-        # crc32, not hash(): the colour of a node must not change between runs.
-        return _COLOURS[zlib.crc32(name.encode()) % len(_COLOURS)]
+        self._output.log(LAUNCH_PREFIX, message)
 
     # ---------------------------------------------------------------------------------- signals
 
