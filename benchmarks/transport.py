@@ -773,6 +773,7 @@ def run_one(
         "delivered": int(sres["delivered"]),
         "pub_cpu_pct": round(100.0 * pres["cpu_s"] / pres["wall_s"], 1) if pres["wall_s"] else 0.0,
         "sub_cpu_pct": round(100.0 * sres["cpu_s"] / sres["wall_s"], 1) if sres["wall_s"] else 0.0,
+        "_rate_hz": round(pres["sent"] / pres["wall_s"], 1) if pres["wall_s"] else 0.0,
         "_notes": notes,
     }
 
@@ -810,6 +811,7 @@ def _print_table(rows: list[dict[str, Any]], skipped: list[tuple[str, str, str]]
         "max ms",
         "sent",
         "delivered",
+        "sent Hz",
         "pub CPU %",
         "sub CPU %",
         "notes",
@@ -823,20 +825,21 @@ def _print_table(rows: list[dict[str, Any]], skipped: list[tuple[str, str, str]]
             f"{r['max_ms']:.3f}",
             str(r["sent"]),
             str(r["delivered"]),
+            f"{r['_rate_hz']:.1f}",
             f"{r['pub_cpu_pct']:.1f}",
             f"{r['sub_cpu_pct']:.1f}",
             "; ".join(r.get("_notes", [])),
         ]
         for r in rows
     ]
-    body += [[c, b, "-", "-", "-", "-", "-", "-", "-", f"skipped: {why}"] for c, b, why in skipped]
+    body += [[c, b, *["-"] * 8, f"skipped: {why}"] for c, b, why in skipped]
     try:
         from rich.console import Console
         from rich.table import Table
 
         table = Table(title="pub→sub latency, two processes, loopback")
         for i, h in enumerate(headers):
-            table.add_column(h, justify="left" if i in (0, 1, 9) else "right")
+            table.add_column(h, justify="left" if i in (0, 1, 10) else "right")
         for row in body:
             table.add_row(*row)
         Console(file=sys.stdout, width=160).print(table)

@@ -8,7 +8,9 @@ router) and starts following the graph's liveliness tokens. `shutdown()` wakes e
 from __future__ import annotations
 
 import atexit
+import ctypes
 import logging
+import os
 import signal
 import sys
 import threading
@@ -64,6 +66,7 @@ class Context:
                     settings.config_override,
                 )
             self.settings = settings
+            _tune_allocator()
             self._session = open_session(session_config(settings))
             self._shutdown.clear()
             self._initialized = True
@@ -86,8 +89,12 @@ class Context:
                 self.graph.delete(key)
 
         # history=True also delivers the tokens that existed before we subscribed.
+        # indirect=False: run on Zenoh's own thread. The default starts a non-daemon Python
+        # thread, which interpreter exit waits for forever when a script never calls shutdown.
         self._liveliness_subscriber = self._session.liveliness().declare_subscriber(
-            f"{ADMIN_SPACE}/{self.settings.domain_id}/**", on_token, history=True
+            f"{ADMIN_SPACE}/{self.settings.domain_id}/**",
+            zenoh.handlers.Callback(on_token, indirect=False),
+            history=True,
         )
 
     def ok(self) -> bool:
@@ -165,6 +172,28 @@ class Context:
             return entity_id
 
 
+def _tune_allocator() -> None:
+    """Keep large message buffers on the heap (glibc only; VLA_RUNTIME_TUNE_MALLOC=0 opts out).
+
+    Every image is a fresh ~1 MB buffer (serialise, Zenoh's copy, reassembly, to_bytes). glibc
+    serves blocks that size with mmap and returns them with munmap, so each message costs a few
+    hundred page faults: measured, it moved image p50 from ~0.95 ms to ~1.65 ms
+    (benchmarks/transport.py). Raising the mmap and trim thresholds keeps them on the heap.
+    """
+    if os.environ.get("VLA_RUNTIME_TUNE_MALLOC", "1") == "0" or not sys.platform.startswith(
+        "linux"
+    ):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to tune
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+    mallopt(m_mmap_threshold, 32 * 1024 * 1024)
+    mallopt(m_trim_threshold, 64 * 1024 * 1024)
+
+
 _default_context = Context()
 
 
@@ -179,6 +208,11 @@ def install_signal_handlers(context: Context) -> None:
         return
 
     def handler(signum: int, _frame: Any) -> None:
+        if not context.ok() and signum == signal.SIGTERM:
+            # Asked twice: the process is stuck shutting down, so terminate for real.
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         # Waking executors takes locks the interrupted code may hold: do it on another thread.
         threading.Thread(target=context.request_shutdown, name="ros-shutdown", daemon=True).start()
         if signum == signal.SIGINT:

@@ -244,6 +244,8 @@ class Subscription(Entity):
         self._node._wake()
 
     def take(self, now_ns: int) -> Work | None:
+        if not self._queue:  # the common case on every scan: no exception machinery
+            return None
         try:
             payload, attachment = self._queue.popleft()
         except IndexError:
@@ -305,6 +307,8 @@ class Service(Entity):
         self._node._wake()
 
     def take(self, now_ns: int) -> Work | None:
+        if not self._pending:
+            return None
         try:
             query = self._pending.popleft()
         except IndexError:
