@@ -142,3 +142,11 @@ def test_config_validation() -> None:
     with pytest.raises(ValueError):
         ChunkExecutorConfig(blend="nonsense")  # type: ignore[arg-type]
     assert ChunkExecutorConfig(blend="ensemble").blend == Blend.ENSEMBLE  # type: ignore[arg-type]
+
+
+def test_columns_in_another_joint_order_are_reordered() -> None:
+    ex = executor(interpolation="linear", blend="replace")
+    rows = np.array([[1.0, 2.0], [1.0, 2.0]])
+    assert ex.submit(ActionChunk.uniform(rows, 30, T0, ("b", "a")), T0).accepted
+    target = ex.target(T0)
+    assert target is not None and list(target) == [2.0, 1.0]

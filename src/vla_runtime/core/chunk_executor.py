@@ -95,6 +95,13 @@ class ActionChunk:
             rows, np.arange(len(rows), dtype=np.float64) / rate_hz, capture_stamp_ns, joint_names
         )
 
+    def reordered(self, joint_names: tuple[str, ...]) -> ActionChunk:
+        """The same chunk with its columns in `joint_names` order (same joint set)."""
+        index = [self.joint_names.index(name) for name in joint_names]
+        return ActionChunk(
+            self.positions[:, index], self.times_s, self.capture_stamp_ns, joint_names
+        )
+
     @property
     def end_s(self) -> float:
         return float(self.times_s[-1])
@@ -176,6 +183,12 @@ class ChunkExecutor:
 
     def submit(self, chunk: ActionChunk, now_ns: int) -> SubmitResult:
         """Validate `chunk` and, if executable, join it to the chunks in flight."""
+        if (
+            chunk.joint_names
+            and chunk.joint_names != self.joint_names
+            and set(chunk.joint_names) == set(self.joint_names)
+        ):
+            chunk = chunk.reordered(self.joint_names)
         result = self._check(chunk, now_ns)
         self.counts[result.category] += 1
         if not result.accepted:

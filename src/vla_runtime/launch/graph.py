@@ -12,7 +12,6 @@ checks, launch arguments and `${name}` substitution live in `vla_runtime.launch.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -20,7 +19,6 @@ import os
 import pkgutil
 import re
 import sys
-import sysconfig
 import tempfile
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -48,6 +46,7 @@ from vla_runtime.launch.schema import (
 # Defined with the schema and still public here: `X as X` marks the re-export for mypy --strict.
 from vla_runtime.launch.schema import GraphError as GraphError
 from vla_runtime.launch.schema import LaunchArgument as LaunchArgument
+from vla_runtime.resources import share_path
 
 PACKAGE = "vla_runtime"
 NODES_PACKAGE = f"{PACKAGE}.nodes"
@@ -189,36 +188,12 @@ class GraphSpec:
 
 
 def config_dir() -> Path:
-    """Return the package's `config/` directory.
-
-    The source checkout's when running from one (so edits take effect without reinstalling),
-    else the pip install's `<prefix>/share/vla_runtime/config` (or the `--user` one), else the
-    ament index's share directory (a colcon install).
+    """Return the package's `config/` directory (see `vla_runtime.resources.share_path`).
 
     Raises:
-        FileNotFoundError: if none of them exists.
+        FileNotFoundError: if none exists.
     """
-    checkout = Path(__file__).resolve().parents[3]
-    candidates = []
-    if (checkout / "package.xml").is_file():
-        candidates.append(checkout / "config")
-    candidates.append(Path(sys.prefix) / "share" / PACKAGE / "config")
-    with contextlib.suppress(KeyError):
-        user_data = sysconfig.get_path("data", f"{os.name}_user")
-        candidates.append(Path(user_data) / "share" / PACKAGE / "config")
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        candidates.append(Path(get_package_share_directory(PACKAGE)) / "config")
-    except Exception:  # not installed, or this package is not in the index
-        pass
-    for candidate in candidates:
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError(
-        f"no {PACKAGE} config directory; looked in {', '.join(map(str, candidates))}. "
-        "Reinstall the package (pip install . or colcon build)"
-    )
+    return share_path("config")
 
 
 def available_graphs() -> list[str]:
