@@ -14,7 +14,7 @@ from setuptools import find_packages, setup
 PACKAGE = "vla_runtime"
 
 # One executable per node file (DESIGN §9, STYLE "Names"): executable name == module name.
-NODE_EXECUTABLES = ["talker_node", "listener_node"]
+NODE_EXECUTABLES = ["talker_node", "listener_node", "driver_node"]
 
 
 def _data_files() -> list:
@@ -64,6 +64,11 @@ setup(
         "xxhash>=3",
         "numpy>=1.24",
         "pyyaml>=6",
+        # Hardware client libraries: the same code talks to the real buses and the emulators.
+        "feetech-servo-sdk>=1.0,<2",  # scservo_sdk: SO100/SO101 (STS3215)
+        "dynamixel-sdk>=3.7",  # Dynamixel leader arms (GELLO-style)
+        "python-can>=4.3,<5",  # Damiao motors (YAM) over socketcan / slcan
+        "pyserial>=3.5",
     ],
     extras_require={
         "dev": [
@@ -72,6 +77,7 @@ setup(
             "ruff>=0.6",
             "mypy>=1.10",
             "types-PyYAML",
+            "hypothesis>=6",
             "colcon-common-extensions>=0.3",
             "catkin-pkg>=1.0",
         ],

@@ -80,6 +80,25 @@ def _qos(args: argparse.Namespace) -> Any:
     return ros.QoSProfile(depth=args.depth, reliability=reliability, durability=durability)
 
 
+def _matching_qos(node: Any, args: argparse.Namespace) -> Any:
+    """Like `ros2 topic echo`: latched publishers get a TRANSIENT_LOCAL subscription (so the
+    last value shows at once), best-effort ones a BEST_EFFORT one, unless flags say otherwise."""
+    qos = _qos(args)
+    deadline = time.monotonic() + _DISCOVERY_S
+    while not (publishers := node.get_publishers_info_by_topic(args.topic)):
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    if publishers and not args.best_effort and not args.transient_local:
+        if all(
+            p.qos_profile.durability == ros.DurabilityPolicy.TRANSIENT_LOCAL for p in publishers
+        ):
+            qos.durability = ros.DurabilityPolicy.TRANSIENT_LOCAL
+        if any(p.qos_profile.reliability == ros.ReliabilityPolicy.BEST_EFFORT for p in publishers):
+            qos.reliability = ros.ReliabilityPolicy.BEST_EFFORT
+    return qos
+
+
 def _parse_values(text: str, what: str) -> dict[str, Any]:
     try:
         values = yaml.safe_load(text) if text.strip() else {}
@@ -154,7 +173,7 @@ def topic_echo(args: argparse.Namespace) -> int:
             print("---", flush=True)
             done.append(1)
 
-        node.create_subscription(cls, args.topic, on_msg, _qos(args))
+        node.create_subscription(cls, args.topic, on_msg, _matching_qos(node, args))
         while ros.ok() and not (args.once and done):
             ros.spin_once(node, timeout_sec=0.1)
     return 0

@@ -1,0 +1,1 @@
+"""Emulators of the devices our drivers talk to, speaking their real protocols (DESIGN §8)."""
