@@ -26,6 +26,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Nam
         "  vla-runtime topic echo /chatter\n"
         '  vla-runtime topic pub --rate 2 /chatter std_msgs/msg/String "{data: hello}"\n'
         "  vla-runtime service call /robot/hold std_srvs/srv/Trigger\n"
+        "  vla-runtime calibrate so100 --port /dev/ttyACM0 --output so100_follower.yaml\n"
         "Environment: ROS_DOMAIN_ID, VLA_RUNTIME_ROUTER, ZENOH_SESSION_CONFIG_URI, "
         "ZENOH_ROUTER_CONFIG_URI, ZENOH_CONFIG_OVERRIDE.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -41,6 +42,23 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Nam
     handlers["router"] = router.run
 
     graph_commands.register(commands, handlers)
+
+    sub = commands.add_parser(
+        "calibrate", help="calibrate an arm (homing offsets, ranges, joint conventions)"
+    )
+    arms = sub.add_subparsers(dest="embodiment", metavar="EMBODIMENT", required=True)
+    so100 = arms.add_parser(
+        "so100",
+        help="SO100/SO101 follower or leader (Feetech, or Dynamixel with --bus dynamixel)",
+        description="Interactive: torque off, put every joint at mid-range, then sweep each "
+        "joint through its range. Writes the calibration file the so100 driver reads "
+        "(driver.calibration in config/embodiments/so100.yaml).",
+    )
+    from vla_runtime.drivers.so100 import calibrate
+
+    calibrate.add_arguments(so100)
+    so100.set_defaults(calibrate_run=calibrate.run)
+    handlers["calibrate"] = lambda args: int(args.calibrate_run(args))
 
     try:
         from vla_runtime.launch import launcher
