@@ -6,12 +6,12 @@ Builders are imported lazily, so a machine without one stack's SDK still runs th
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from vla_runtime.drivers.base import ArmDriver
+from vla_runtime.drivers.parameters import did_you_mean
 
 # Driver parameters as the node read them from the embodiment's ROS parameter file: the
 # `driver.*` subtree with the prefix stripped (e.g. {"port": "/dev/ttyACM0", "ids": [1, 2]}).
@@ -38,10 +38,9 @@ def driver_builder(embodiment: str) -> DriverBuilder:
     try:
         target = _BUILDERS[embodiment]
     except KeyError:
-        close = difflib.get_close_matches(embodiment, _BUILDERS, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
         raise UnknownEmbodimentError(
-            f"unknown embodiment {embodiment!r}; known: {', '.join(known_embodiments())}.{hint}"
+            f"unknown embodiment {embodiment!r}; known: {', '.join(known_embodiments())}."
+            + did_you_mean(embodiment, _BUILDERS)
         ) from None
     module_name, _, attribute = target.partition(":")
     builder: DriverBuilder = getattr(importlib.import_module(module_name), attribute)

@@ -16,8 +16,8 @@ What a `DamiaoMotorSet` does, per motor (see `vla_runtime.drivers.yam.damiao` fo
 
 Where the frames come from: `attach(bus)` serves any python-can bus (the `virtual` interface in
 one process, socketcan `vcan0` where the kernel has it); `serve_slcan()` opens a pseudo-terminal
-and speaks the SLCAN (Lawicel) ASCII protocol on it, so a driver in another process connects
-with `can.Bus(interface="slcan", channel=<pty>)`.
+speaking the SLCAN (Lawicel) ASCII protocol (`slcan.SlcanPty`), so a driver in another process
+connects with `can.Bus(interface="slcan", channel=<pty>)`.
 
 Who moves the joints: by default an internal thread integrates the model at 1 kHz. A simulated
 world passes `internal_physics=False` and either calls `step(dt_s)` to advance the built-in
@@ -36,15 +36,11 @@ import contextlib
 import heapq
 import logging
 import math
-import os
 import random
-import select
 import signal
 import sys
-import termios
 import threading
 import time
-import tty
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import FrameType, TracebackType
@@ -54,6 +50,8 @@ import can
 import numpy as np
 
 from vla_runtime.drivers.base import FloatArray
+from vla_runtime.drivers.emulators.slcan import Reply as Reply  # re-export: handle_frame's type
+from vla_runtime.drivers.emulators.slcan import SlcanPty
 from vla_runtime.drivers.yam.damiao import (
     DEFAULT_FEEDBACK_ID_OFFSET,
     REFRESH_CAN_ID,
@@ -78,15 +76,6 @@ _DEFAULT_INERTIA_KG_M2 = {"DM4340": 0.02, "DM6248": 0.05, "DM8009": 0.05}
 _FALLBACK_INERTIA_KG_M2 = 0.005
 _MOS_TEMPERATURE_C = 32
 _ROTOR_TEMPERATURE_C = 35
-
-Reply = Callable[[int, bytes], None]
-# SLCAN answers by command letter: version, serial number, status flags; extended (T) and
-# remote (r, R) frames are acknowledged and ignored (Damiao uses none); open, close and settings
-# are acknowledged with CR. Anything else gets BELL (error).
-_SLCAN_ANSWERS = {
-    **{"V": b"V1013\r", "N": b"NDM01\r", "F": b"F00\r", "T": b"Z\r", "r": b"z\r", "R": b"z\r"},
-    **dict.fromkeys(("", "O", "L", "C", "S", "s", "Y", "Z", "M", "m", "X", "W"), b"\r"),
-}
 
 
 @dataclass(frozen=True)
@@ -325,10 +314,11 @@ class DamiaoMotorSet:
             link_path: also make this symlink to the pty (replaced if it is a symlink).
         """
         self.start()
-        link = _SlcanLink(self, link_path, self._stop)
-        self._closers.append(link.close)
-        self._spawn(link.serve, "damiao-slcan")
-        return link.path
+        # Damiao uses standard data frames only; the adapter acknowledges and drops the rest.
+        adapter = SlcanPty(self.handle_frame, link_path, thread_name="damiao-slcan")
+        path = adapter.open()
+        self._closers.append(adapter.close)
+        return path
 
     # -- protocol -------------------------------------------------------------------------
 
@@ -499,101 +489,6 @@ class DamiaoMotorSet:
             # Integrate the time that really passed, so sim time tracks the wall clock.
             self.step(min(now - last, 0.05))
             last = now
-
-
-class _SlcanLink:
-    """The adapter side of SLCAN on a pty: ASCII commands in, `t...` frames out."""
-
-    def __init__(
-        self, motors: DamiaoMotorSet, link_path: str | None, stop: threading.Event
-    ) -> None:
-        self._motors = motors
-        self._master, self._slave = os.openpty()
-        # Raw before anyone opens it: no echo, no CR/LF translation of the protocol bytes.
-        tty.setraw(self._slave)
-        os.set_blocking(self._master, False)
-        self.path = os.ttyname(self._slave)
-        self._link = link_path
-        if link_path is not None:
-            if os.path.lexists(link_path):
-                if not os.path.islink(link_path):
-                    self.close()
-                    raise FileExistsError(f"{link_path} exists and is not a symlink")
-                os.unlink(link_path)
-            os.symlink(self.path, link_path)
-        self._open = False
-        self._write_lock = threading.Lock()
-        self._stop = stop
-
-    def serve(self) -> None:
-        buffer = b""
-        while not self._stop.is_set():
-            try:
-                readable, _, _ = select.select([self._master], [], [], 0.05)
-                if not readable:
-                    continue
-                chunk = os.read(self._master, 4096)
-            except BlockingIOError:
-                continue
-            except OSError:
-                if self._stop.is_set():
-                    return
-                time.sleep(0.01)  # EIO while nobody holds the slave; keep serving
-                continue
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\r")
-            for line in lines:
-                self._command(line.decode("ascii", errors="replace"))
-
-    def _command(self, line: str) -> None:
-        kind = line[:1]
-        if kind in ("O", "L"):
-            self._open = True
-        elif kind == "C":
-            self._open = False
-            # Drop answers the closing driver never read, so the next one starts clean.
-            termios.tcflush(self._slave, termios.TCIFLUSH)
-        elif kind == "t":
-            self._frame(line)
-            return
-        self._write(_SLCAN_ANSWERS.get(kind, b"\a"))
-
-    def _frame(self, line: str) -> None:
-        try:
-            arbitration_id = int(line[1:4], 16)
-            length = int(line[4])
-            data = bytes.fromhex(line[5 : 5 + 2 * length])
-        except ValueError:
-            self._write(b"\a")
-            return
-        if len(data) != length or length > 8:
-            self._write(b"\a")
-            return
-        self._write(b"z\r")
-        if self._open:
-            self._motors.handle_frame(arbitration_id, data, self.send)
-
-    def send(self, arbitration_id: int, data: bytes) -> None:
-        if self._open:
-            self._write(f"t{arbitration_id:03X}{len(data)}{data.hex().upper()}\r".encode())
-
-    def _write(self, payload: bytes) -> None:
-        with self._write_lock:
-            view = memoryview(payload)
-            while view:
-                try:
-                    written = os.write(self._master, view)
-                except BlockingIOError:
-                    return  # the reader stopped reading: drop, like an adapter's full FIFO
-                view = view[written:]
-
-    def close(self) -> None:
-        if self._link is not None and os.path.islink(self._link):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._link)
-        for fd in (self._master, self._slave):
-            with contextlib.suppress(OSError):
-                os.close(fd)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -50,7 +50,6 @@ DriverError until it is cleared.
 from __future__ import annotations
 
 import array
-import difflib
 import re
 import threading
 import time
@@ -68,6 +67,7 @@ from vla_runtime.drivers.base import (
     FloatArray,
     JointReading,
 )
+from vla_runtime.drivers.parameters import reject_unknown
 from vla_runtime.ros.convert import joint_state_to_numpy, numpy_to_joint_trajectory
 from vla_runtime.ros.interfaces import get_message
 
@@ -184,14 +184,8 @@ class FrankaConfig:
         """Build from the embodiment's `driver.*` parameters; unknown or mistyped keys fail."""
         known = {f.name: f for f in fields(cls) if f.name != "joint_names"}
         values: dict[str, Any] = {}
+        reject_unknown("franka", parameters, known)
         for key, value in parameters.items():
-            if key not in known:
-                close = difflib.get_close_matches(key, known, n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise ValueError(
-                    f"unknown franka driver parameter {key!r}; known: "
-                    f"{', '.join(sorted(known))}.{hint}"
-                )
             default = getattr(cls, key)
             if isinstance(default, float) and type(value) is int:
                 value = float(value)

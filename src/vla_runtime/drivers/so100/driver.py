@@ -19,7 +19,6 @@ for the conversion. Bimanual rigs list their arms under `arms` and get a `MultiA
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from vla_runtime.drivers.base import (
     JointReading,
     MultiArmDriver,
 )
+from vla_runtime.drivers.parameters import reject_unknown
 from vla_runtime.drivers.so100.bus import BusStatistics, FeetechBus
 from vla_runtime.drivers.so100.calibration import ArmCalibration
 
@@ -96,14 +96,8 @@ class So100Config:
         """Build from driver parameters (YAML/ROS values: lists become tuples, "" no file)."""
         fields = {field.name for field in dataclasses.fields(cls)}
         values: dict[str, Any] = {}
+        reject_unknown("so100", parameters, fields | {"arms"})
         for key, value in parameters.items():
-            if key not in fields:
-                close = difflib.get_close_matches(key, fields, n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise ValueError(
-                    f"so100: unknown driver parameter {key!r}; known: "
-                    f"{', '.join(sorted(fields | {'arms'}))}.{hint}"
-                )
             try:
                 values[key] = _CONVERT[key](value)
             except (TypeError, ValueError):

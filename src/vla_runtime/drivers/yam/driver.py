@@ -26,7 +26,6 @@ divides by the stroke in its embodiment transform.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +39,7 @@ from vla_runtime.drivers.base import (
     JointReading,
     MultiArmDriver,
 )
+from vla_runtime.drivers.parameters import reject_unknown
 from vla_runtime.drivers.yam.bus import BusMotor, DamiaoBus, MotorTimeout
 from vla_runtime.drivers.yam.damiao import (
     DEFAULT_FEEDBACK_ID_OFFSET,
@@ -162,14 +162,8 @@ class YamConfig:
         """Build from driver parameters (YAML/ROS values: lists become tuples)."""
         fields = {field.name for field in dataclasses.fields(cls)}
         values: dict[str, Any] = {}
+        reject_unknown("yam", parameters, fields)
         for key, value in parameters.items():
-            if key not in fields:
-                close = difflib.get_close_matches(key, fields, n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise ValueError(
-                    f"yam: unknown driver parameter {key!r}; known: "
-                    f"{', '.join(sorted(fields))}.{hint}"
-                )
             values[key] = _CONVERT[key](value)
         return cls(**values)
 
