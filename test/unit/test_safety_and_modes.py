@@ -3,6 +3,9 @@ chunks, teleop targets and mode requests arrives, no command step exceeds the li
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -11,6 +14,9 @@ from hypothesis import strategies as st
 from vla_runtime.core.arm_control import ArmControlConfig, ArmController, Mode
 from vla_runtime.core.chunk_executor import ActionChunk, ChunkExecutor, ChunkExecutorConfig
 from vla_runtime.core.safety import EnvelopeLimits, SafetyEnvelope
+from vla_runtime.drivers.base import JointReading
+from vla_runtime.drivers.control_loop import DriverLoop
+from vla_runtime.drivers.embodiment import EmbodimentConfig
 
 JOINTS = ("j1", "j2", "gripper")
 PERIOD_S = 0.005
@@ -207,3 +213,70 @@ def test_no_command_step_ever_exceeds_the_limits(sequence: list[tuple[object, ..
                 assert np.all(np.abs(command - previous) <= arm.envelope.max_step + 1e-12)
                 assert np.all(command >= LIMITS.lower) and np.all(command <= LIMITS.upper)
                 previous = command
+
+
+# -- the control loop survives a misbehaving bus ---------------------------------------------
+
+
+class GarbledBus:
+    """An ArmDriver whose SDK raises what SDKs raise on garbled packets (not a DriverError)."""
+
+    joint_names = JOINTS
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.writes: list[np.ndarray] = []
+
+    def connect(self) -> None: ...
+
+    def enable(self) -> None: ...
+
+    def disable(self) -> None: ...
+
+    def disconnect(self) -> None: ...
+
+    def read(self) -> JointReading:
+        self.reads += 1
+        if self.reads == 5:
+            raise IndexError("list index out of range")  # scservo_sdk on a short packet
+        return JointReading(np.array([0.1, 0.0, 0.5]))
+
+    def write(self, positions: np.ndarray) -> None:
+        self.writes.append(positions)
+
+
+def test_control_loop_holds_and_keeps_running_when_the_sdk_raises(tmp_path: Path) -> None:
+    urdf = tmp_path / "arm.urdf"
+    urdf.write_text(
+        '<robot name="arm"><link name="base"><inertial><mass value="1"/>'
+        '<inertia ixx="1" ixy="0" ixz="0" iyy="1" iyz="0" izz="1"/></inertial></link>'
+        + "".join(
+            f'<link name="l{i}"><inertial><mass value="1"/><inertia ixx="1" ixy="0" ixz="0" '
+            f'iyy="1" iyz="0" izz="1"/></inertial></link><joint name="{name}" type="revolute">'
+            f'<parent link="{"base" if i == 0 else f"l{i - 1}"}"/><child link="l{i}"/>'
+            f'<limit lower="{lo}" upper="{hi}" velocity="2" effort="1"/></joint>'
+            for i, (name, lo, hi) in enumerate(
+                zip(JOINTS, LIMITS.lower, LIMITS.upper, strict=True)
+            )
+        )
+        + "</robot>"
+    )
+    config = EmbodimentConfig(
+        name="test",
+        joint_names=JOINTS,
+        urdf=str(urdf),
+        control_rate_hz=200.0,
+        max_acceleration=(20.0, 20.0, 10.0),
+    )
+    bus = GarbledBus()
+    errors: list[str] = []
+    loop = DriverLoop(config, bus, lambda report: None, errors.append)  # type: ignore[arg-type]
+    loop.start()
+    deadline = time.monotonic() + 5
+    while bus.reads < 20 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    loop.stop()
+    assert bus.reads >= 20  # the thread survived the exception
+    assert loop.status().mode == Mode.HOLD
+    assert "IndexError" in loop.status().hold_reason
+    assert any("IndexError" in error for error in errors)

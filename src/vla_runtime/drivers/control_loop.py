@@ -43,6 +43,11 @@ class LoopStatus:
     last_error: str
 
 
+def _describe(exc: BaseException) -> str:
+    """DriverErrors speak for themselves; anything else gets its type (it is a bug)."""
+    return str(exc) if isinstance(exc, DriverError) else f"{type(exc).__name__}: {exc}"
+
+
 class DriverLoop:
     """Owns the arm's driver, its controller and the control thread."""
 
@@ -99,8 +104,8 @@ class DriverLoop:
                 self.driver.connect()
                 self.driver.enable()
                 measured = self.driver.read()
-            except DriverError as exc:
-                self._error(f"cannot start the arm: {exc}")
+            except Exception as exc:  # SDK bugs too: report, retry, never die
+                self._error(f"cannot start the arm: {_describe(exc)}")
                 self._stop.wait(_RETRY_S[min(attempt, len(_RETRY_S) - 1)])
                 attempt += 1
                 continue
@@ -118,17 +123,22 @@ class DriverLoop:
             timing = self.rate.wait()
             stamp_ns = time.time_ns()
             reading: JointReading | None = None
+            # Any exception from the bus (an SDK's IndexError on a garbled packet included) is a
+            # bus fault: the arm holds and it is reported; the control thread never dies.
             try:
                 reading = self.driver.read()
-            except DriverError as exc:
-                self._bus_fault(f"read failed: {exc}")
+            except Exception as exc:
+                self._bus_fault(f"read failed: {_describe(exc)}")
             with self._lock:
                 output = self.controller.tick(stamp_ns, timing.started_ns)
             try:
                 self.driver.write(output.command)
-            except DriverError as exc:
-                self._bus_fault(f"write failed: {exc}")
-            self._on_tick(TickReport(stamp_ns, reading, output, timing))
+            except Exception as exc:
+                self._bus_fault(f"write failed: {_describe(exc)}")
+            try:
+                self._on_tick(TickReport(stamp_ns, reading, output, timing))
+            except Exception as exc:  # publishing must not stop control
+                self._error(f"reporting a tick failed: {_describe(exc)}")
 
     def _bus_fault(self, message: str) -> None:
         self.bus_errors += 1
