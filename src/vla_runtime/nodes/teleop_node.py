@@ -5,7 +5,7 @@
 
 The follower's parameter file gives `embodiment` and `joint_names` (the targets carry the
 follower's names); the teleop file gives `source`, `rate_hz` and `leader.*` / `keyboard.*`
-(see drivers/teleop.py). Targets go out as sensor_msgs/JointState with sensor-data QoS,
+(see drivers/teleop/). Targets go out as sensor_msgs/JointState with sensor-data QoS,
 `header.stamp` = read time; driver_node checks them against its limits and owns the handover
 (/robot/engage_teleop). /diagnostics at 1 Hz. A missing leader is one error line naming the
 port, then retries with backoff: the node keeps running.
