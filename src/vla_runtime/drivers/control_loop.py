@@ -9,6 +9,7 @@ crash-loops because of hardware, it says what is wrong and keeps trying.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -116,6 +117,7 @@ class DriverLoop:
         return False
 
     def _run(self) -> None:
+        self._set_priority()
         if not self._connect():
             return
         self.rate.start()
@@ -139,6 +141,19 @@ class DriverLoop:
                 self._on_tick(TickReport(stamp_ns, reading, output, timing))
             except Exception as exc:  # publishing must not stop control
                 self._error(f"reporting a tick failed: {_describe(exc)}")
+
+    def _set_priority(self) -> None:
+        """SCHED_FIFO for this thread when configured (Linux: pid 0 = the calling thread)."""
+        priority = self.config.realtime_priority
+        if priority == 0:
+            return
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        except (AttributeError, OSError) as exc:
+            self._error(
+                f"realtime_priority {priority} not applied ({exc}); running with normal "
+                "scheduling. Grant it with `ulimit -r 99` / an rtprio limit, or set 0"
+            )
 
     def _bus_fault(self, message: str) -> None:
         self.bus_errors += 1

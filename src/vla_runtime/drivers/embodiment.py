@@ -36,6 +36,9 @@ class EmbodimentConfig:
         max_acceleration: per joint [rad/s² or m/s²] (URDFs carry no acceleration limits).
         velocity_scale: fraction of the URDF velocity limits the envelope allows.
         state_publish_rate_hz: /robot/joint_states and /robot/joint_commands rate (<= loop).
+        realtime_priority: SCHED_FIFO priority of the control thread (1..99), 0 = normal
+            scheduling. Needs CAP_SYS_NICE or an rtprio limit (as ros2_control's
+            thread_priority); benchmarks/drivers.py shows what it buys on a loaded machine.
         chunk: chunk execution settings.
         control: handover and watchdog settings.
         driver: the hardware stack's parameters (see each driver's config class).
@@ -48,6 +51,7 @@ class EmbodimentConfig:
     max_acceleration: tuple[float, ...]
     velocity_scale: float = 1.0
     state_publish_rate_hz: float = 100.0
+    realtime_priority: int = 0
     chunk: ChunkExecutorConfig = field(default_factory=ChunkExecutorConfig)
     control: ArmControlConfig = field(default_factory=ArmControlConfig)
     driver: Mapping[str, Any] = field(default_factory=dict)
@@ -63,6 +67,11 @@ class EmbodimentConfig:
         if not 1.0 <= self.control_rate_hz <= 2000.0:
             raise EmbodimentConfigError(
                 f"{self.name}: control_rate_hz {self.control_rate_hz} is outside 1..2000 Hz"
+            )
+        if not 0 <= self.realtime_priority <= 99:
+            raise EmbodimentConfigError(
+                f"{self.name}: realtime_priority must be 0 (off) or 1..99, "
+                f"got {self.realtime_priority}"
             )
         if not 0.0 < self.state_publish_rate_hz <= self.control_rate_hz:
             raise EmbodimentConfigError(
@@ -112,10 +121,13 @@ class EmbodimentConfig:
                 max_acceleration=tuple(float(a) for a in need("max_acceleration")),
                 velocity_scale=float(parameters.get("velocity_scale", 1.0)),
                 state_publish_rate_hz=float(parameters.get("state_publish_rate_hz", 100.0)),
+                realtime_priority=int(parameters.get("realtime_priority", 0)),
                 chunk=chunk,
                 control=control,
                 driver=driver_parameters(parameters),
             )
+        except EmbodimentConfigError:
+            raise
         except TypeError as exc:  # an unknown key in chunk.* / control.*
             raise EmbodimentConfigError(f"{name}: {exc}") from exc
         except ValueError as exc:
