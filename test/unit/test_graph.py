@@ -109,7 +109,7 @@ def test_a_full_node_entry_is_read_in_order(tmp_path: Path) -> None:
         f"""
         name: full
         description: every key
-        router: {{enabled: false, listen: tcp/0.0.0.0:7500}}
+        router: {{enabled: false, listen: tcp/127.0.0.1:7500}}
         nodes:
           - name: policy
             executable: policy_node
@@ -137,7 +137,7 @@ def test_a_full_node_entry_is_read_in_order(tmp_path: Path) -> None:
     assert node.respawn_delay_s == 0.5
     assert node.env == {"OMP_NUM_THREADS": "2"}
     assert node.arguments == ("--verbose",)
-    assert graph.router == RouterSpec(enabled=False, listen="tcp/0.0.0.0:7500")
+    assert graph.router == RouterSpec(enabled=False, listen="tcp/127.0.0.1:7500")
     assert graph.router.connect_endpoint == "tcp/127.0.0.1:7500"
 
 

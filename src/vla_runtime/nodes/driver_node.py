@@ -18,6 +18,7 @@ from vla_runtime.core.chunk_executor import ActionChunk
 from vla_runtime.drivers.control_loop import DriverLoop, TickReport
 from vla_runtime.drivers.embodiment import EmbodimentConfig
 from vla_runtime.drivers.registry import build_driver
+from vla_runtime.nodes._diagnostics import diagnostic_array
 from vla_runtime.nodes._runner import run_node
 from vla_runtime.ros import convert
 from vla_runtime.ros.interfaces import get_message, get_service
@@ -26,15 +27,8 @@ String = get_message("std_msgs/msg/String")
 JointState = get_message("sensor_msgs/msg/JointState")
 JointTrajectory = get_message("trajectory_msgs/msg/JointTrajectory")
 DiagnosticArray = get_message("diagnostic_msgs/msg/DiagnosticArray")
-DiagnosticStatus = get_message("diagnostic_msgs/msg/DiagnosticStatus")
-KeyValue = get_message("diagnostic_msgs/msg/KeyValue")
 Trigger = get_service("std_srvs/srv/Trigger")
 # Class constants, not literals: rclpy's byte fields are bytes, the zenoh backend's ints.
-_LEVEL = {
-    "OK": DiagnosticStatus.OK,
-    "WARN": DiagnosticStatus.WARN,
-    "ERROR": DiagnosticStatus.ERROR,
-}
 
 
 class DriverNode(ros.Node):
@@ -134,18 +128,11 @@ class DriverNode(ros.Node):
 
     def _publish_diagnostics(self) -> None:
         level, message, values = self.loop.diagnostics()
-        array = DiagnosticArray()
-        array.header.stamp = self.get_clock().now().to_msg()
-        array.status = [
-            DiagnosticStatus(
-                level=_LEVEL[level],
-                name=f"driver: {self.config.name}",
-                message=message,
-                hardware_id=self.config.name,
-                values=[KeyValue(key=k, value=v) for k, v in values.items()],
+        self._diagnostics.publish(
+            diagnostic_array(
+                self, f"driver: {self.config.name}", self.config.name, level, message, values
             )
-        ]
-        self._diagnostics.publish(array)
+        )
 
     def destroy_node(self) -> None:
         self.loop.stop()

@@ -23,20 +23,14 @@ from vla_runtime.drivers.teleop import (
     TeleopReading,
     build_teleop_source,
 )
+from vla_runtime.nodes._diagnostics import diagnostic_array
 from vla_runtime.nodes._runner import EXIT_CONFIG_ERROR, run_node
 from vla_runtime.ros import convert
 from vla_runtime.ros.interfaces import get_message
 
 JointState = get_message("sensor_msgs/msg/JointState")
 DiagnosticArray = get_message("diagnostic_msgs/msg/DiagnosticArray")
-DiagnosticStatus = get_message("diagnostic_msgs/msg/DiagnosticStatus")
-KeyValue = get_message("diagnostic_msgs/msg/KeyValue")
 # Class constants, not literals: rclpy's byte fields are bytes, the zenoh backend's ints.
-_LEVEL = {
-    "OK": DiagnosticStatus.OK,
-    "WARN": DiagnosticStatus.WARN,
-    "ERROR": DiagnosticStatus.ERROR,
-}
 
 
 class TeleopNode(ros.Node):
@@ -77,18 +71,16 @@ class TeleopNode(ros.Node):
 
     def _publish_diagnostics(self) -> None:
         level, message, values = self.loop.diagnostics()
-        array = DiagnosticArray()
-        array.header.stamp = self.get_clock().now().to_msg()
-        array.status = [
-            DiagnosticStatus(
-                level=_LEVEL[level],
-                name=f"teleop: {self.config.source}",
-                message=message,
-                hardware_id=self.config.embodiment,
-                values=[KeyValue(key=k, value=v) for k, v in values.items()],
+        self._diagnostics.publish(
+            diagnostic_array(
+                self,
+                f"teleop: {self.config.source}",
+                self.config.embodiment,
+                level,
+                message,
+                values,
             )
-        ]
-        self._diagnostics.publish(array)
+        )
 
     def destroy_node(self) -> None:
         self.loop.stop()
