@@ -233,7 +233,13 @@ def test_graph_sees_nodes_topics_and_counts(ros_context: None, spawn: Any) -> No
     node.create_subscription(String, "chatter", lambda _: None, 10)
     assert publisher.topic_name == "/lab/chatter"
     graph = default_context().graph
-    assert graph.wait_until(lambda: ("servers", "/") in graph.node_names_and_namespaces(), 5.0)
+    assert graph.wait_until(
+        lambda: (
+            ("servers", "/") in graph.node_names_and_namespaces()
+            and "/robot/hold" in dict(graph.service_names_and_types())
+        ),
+        10.0,
+    )
     assert ("observer", "/lab") in node.get_node_names_and_namespaces()
     assert ("/lab/chatter", ["std_msgs/msg/String"]) in node.get_topic_names_and_types()
     assert node.count_publishers("chatter") == 1
