@@ -33,18 +33,20 @@ callback records the `TickTiming` and the tick's work time: callback entry minus
   the root cgroup's CPU counter. The machine is shared: before each case the script waits up to
   ``--idle-wait`` seconds for it to be idle, and ``rest`` shows how clean the window was.
 
-Diagnostic variants (reported with their settings in the title and the JSON, never mixed into
-the default run): ``--loop-sched fifo:PRIO`` puts the control thread under SCHED_FIFO from its
-first tick, as the driver node could do itself; ``--emulator-sched fifo:PRIO`` does the same for
-every emulator thread, so the emulated devices answer the way hardware does (without waiting for
-a CPU). The hogs always run at normal priority.
+Variants (reported with their settings in the title and the JSON, never mixed into the default
+run): ``--param realtime_priority=60`` is the node's own switch (`DriverLoop` puts its thread
+under SCHED_FIFO before connecting, so threads the driver starts in `connect()` inherit it);
+``--loop-sched fifo:PRIO`` instead switches only the control thread, at its first tick;
+``--emulator-sched fifo:PRIO`` puts every emulator thread under SCHED_FIFO, so the emulated
+devices answer the way hardware does (without waiting for a CPU). The hogs always run at normal
+priority.
 
 Usage::
 
     python benchmarks/drivers.py --quick                 # 10 s per case
     python benchmarks/drivers.py                         # 60 s per case (BENCHMARKS.md)
     python benchmarks/drivers.py --cases so100 --hogs 2 --param driver.packet_timeout_ms=20
-    python benchmarks/drivers.py --loop-sched fifo:60 --emulator-sched fifo:50
+    python benchmarks/drivers.py --param realtime_priority=60 --emulator-sched fifo:50
 
 Runs inside a private network namespace (``unshare -n``, only ``lo`` up) when it can;
 ``--no-netns`` skips that. The last line of stdout is one JSON object ``{"drivers": [...]}``.
@@ -443,6 +445,7 @@ def run_case(case: Case, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "embodiment": case.embodiment,
         "transport": case.transport,
         "hogs": args.hogs,
+        "params": dict(args.param),
         "loop_sched": str(args.loop_sched),
         "emulator_sched": str(args.emulator_sched),
         "duration_s": args.duration,
@@ -602,7 +605,8 @@ def orchestrate(args: argparse.Namespace, argv: list[str]) -> int:
     _print_table(
         rows,
         f"driver control loops against emulators: {args.duration:g} s, {args.hogs} CPU hog(s), "
-        f"loop {args.loop_sched}, emulators {args.emulator_sched}",
+        f"loop {args.loop_sched}, emulators {args.emulator_sched}"
+        + "".join(f", {key}={value}" for key, value in args.param),
     )
     print(json.dumps({"drivers": rows}))
     return 0 if all("failed" not in row for row in rows) else 1

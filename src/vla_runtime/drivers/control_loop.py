@@ -117,9 +117,11 @@ class DriverLoop:
         return False
 
     def _run(self) -> None:
-        self._set_priority()
         if not self._connect():
             return
+        # After connect: threads a driver starts while connecting (a middleware session, an
+        # executor) must not inherit real-time priority, and connecting needs none.
+        self._set_priority()
         self.rate.start()
         while not self._stop.is_set():
             timing = self.rate.wait()
