@@ -46,7 +46,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -55,6 +54,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from _common import free_port, wait_port
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -593,23 +594,6 @@ CYCLONE_XML = """<?xml version="1.0" encoding="UTF-8"?>
 """
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_port(port: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.settimeout(0.2)
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return True
-        time.sleep(0.05)
-    return False
-
-
 def _read_json_line(proc: subprocess.Popen[str], timeout: float) -> dict[str, Any] | None:
     """Read stdout lines until one parses as a JSON object (or timeout/EOF)."""
     result: list[dict[str, Any]] = []
@@ -673,7 +657,7 @@ def _child_env(tmp: Path) -> dict[str, str]:
 
 
 def _start_router(env: dict[str, str], tmp: Path) -> tuple[subprocess.Popen[str], str, str]:
-    port = _free_port()
+    port = free_port()
     endpoint = f"tcp/127.0.0.1:{port}"
     attempts = [
         (
@@ -696,7 +680,7 @@ def _start_router(env: dict[str, str], tmp: Path) -> tuple[subprocess.Popen[str]
     for label, cmd in attempts:
         errf = tmp / f"router-{len(errors)}.err"
         proc = _spawn(cmd, env, errf)
-        if _wait_port(port, 10.0):
+        if wait_port(port, 10.0):
             return proc, endpoint, label
         _stop(proc, 1.0)
         errors.append(f"{label}: {errf.read_text()[-300:].strip()}")
