@@ -69,6 +69,14 @@ setup(
         "dynamixel-sdk>=3.7",  # Dynamixel leader arms (GELLO-style)
         "python-can>=4.3,<5",  # Damiao motors (YAM) over socketcan / slcan
         "pyserial>=3.5",
+        # Policy runtime: the reference model (torch), its weights, and the ONNX backend.
+        # scripts/setup.sh installs torch==2.13.0 first (a CPU wheel where one is provided);
+        # any torch >= 2.4 that is already there (CUDA build on a robot PC) is kept.
+        "torch>=2.4",
+        "safetensors>=0.4",
+        "onnx>=1.16",
+        "onnxscript>=0.2",
+        "onnxruntime>=1.18",
     ],
     extras_require={
         "dev": [

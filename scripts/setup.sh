@@ -46,6 +46,11 @@ want=$(cat pyproject.toml setup.py | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   log "installing vla_runtime and its dependencies into $VENV (first run takes a minute)"
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  # torch first and pinned: an unpinned torch would resolve to the newest CUDA build (GBs).
+  # A torch that is already installed (e.g. a CUDA build on a robot PC) is kept.
+  if ! "$VENV/bin/python" -c 'import torch' >/dev/null 2>&1; then
+    "$VENV/bin/python" -m pip install --quiet "torch==${VLA_RUNTIME_TORCH_VERSION:-2.13.0}"
+  fi
   "$VENV/bin/python" -m pip install --quiet -e ".[dev,bench]"
   echo "$want" > "$stamp"
 else

@@ -1,0 +1,1 @@
+"""Policy backends; each module registers itself in `vla_runtime.policy.registry`."""
