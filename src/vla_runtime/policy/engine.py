@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -90,7 +90,7 @@ class PolicyOptions:
 
     head: str = "flow"
     flow_steps: int = 10
-    stop: StopRule = StopRule()
+    stop: StopRule = field(default_factory=StopRule)
     depth: bool = False
     seed: int = 0
 
@@ -183,7 +183,9 @@ class ModelPolicy(Policy):
     def reset(self) -> None:
         self._rng = np.random.default_rng(self.options.seed)
 
-    def infer(self, observation: Observation, *, time_budget_s: float | None = None) -> PolicyOutput:
+    def infer(
+        self, observation: Observation, *, time_budget_s: float | None = None
+    ) -> PolicyOutput:
         start = time.monotonic()
         trace = PolicyTrace()
         transform = self.transform
@@ -275,7 +277,8 @@ class ModelPolicy(Policy):
             x = runner.flow_step(prepared, x, step * dt, dt)
         trace.iterations = steps
         trace.stop_reason = "steps"
-        return runner.to_numpy(x)[0]
+        chunk: npt.NDArray[np.float32] = runner.to_numpy(x)[0]
+        return chunk
 
     def _recurrent(
         self, trace: PolicyTrace, start: float, budget_s: float | None

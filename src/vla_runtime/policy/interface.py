@@ -168,7 +168,9 @@ class Policy(abc.ABC):
         """Forget per-episode state (random streams, warm starts, running cost estimates)."""
 
     @abc.abstractmethod
-    def infer(self, observation: Observation, *, time_budget_s: float | None = None) -> PolicyOutput:
+    def infer(
+        self, observation: Observation, *, time_budget_s: float | None = None
+    ) -> PolicyOutput:
         """One action chunk for `observation`.
 
         Args:

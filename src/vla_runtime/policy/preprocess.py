@@ -15,7 +15,9 @@ import torch
 import torch.nn.functional as F
 
 
-def resize_bilinear(image: npt.NDArray[np.uint8], height: int, width: int) -> npt.NDArray[np.uint8]:
+def resize_bilinear(
+    image: npt.NDArray[np.uint8], height: int, width: int
+) -> npt.NDArray[np.uint8]:
     """HxWxC uint8 -> (height, width, C) uint8."""
     if image.shape[:2] == (height, width):
         return image

@@ -46,7 +46,7 @@ class TorchRunner:
         return torch.from_numpy(np.ascontiguousarray(array)).to(self.device, self.dtype)
 
     def to_numpy(self, value: Any) -> npt.NDArray[np.float32]:
-        return value.detach().float().cpu().numpy()  # type: ignore[no-any-return]
+        return value.detach().float().cpu().numpy()
 
     def synchronize(self) -> None:
         if self.device.type == "cuda":
@@ -64,12 +64,14 @@ class TorchRunner:
         size = tokens.size
         capacity = size + cfg.depth_grid**2 + 4
         layers, _, batch, heads, _, dim = kv.shape
-        self._kv = torch.zeros(layers, 2, batch, heads, capacity, dim, device=self.device,
-                               dtype=self.dtype)
+        self._kv = torch.zeros(
+            layers, 2, batch, heads, capacity, dim, device=self.device, dtype=self.dtype
+        )
         self._kv[..., :size, :] = kv
         if self._keep_hidden:
-            self._hidden = torch.zeros(layers, batch, capacity, cfg.vlm.width,
-                                       device=self.device, dtype=self.dtype)
+            self._hidden = torch.zeros(
+                layers, batch, capacity, cfg.vlm.width, device=self.device, dtype=self.dtype
+            )
             self._hidden[:, :, :size] = hidden
         self._tokens = tokens.tolist()
         return self.to_numpy(logits[0])

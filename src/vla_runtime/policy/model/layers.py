@@ -53,7 +53,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 def attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
 ) -> torch.Tensor:
-    """Softmax attention; q (B,H,S,D), k/v (B,H,T,D), mask broadcastable to (B,H,S,T), True=keep."""
+    """Softmax attention: q (B,H,S,D), k/v (B,H,T,D), mask ~ (B,H,S,T) with True = attend."""
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 

@@ -40,11 +40,11 @@ class ReferenceModel(nn.Module):
                 action_width=config.action_width,
             )
         if config.recurrent_head is not None:
-            dim = (
-                config.vlm.kv_dim if config.recurrent_head.context == "kv" else config.vlm.width
-            )
+            dim = config.vlm.kv_dim if config.recurrent_head.context == "kv" else config.vlm.width
             self.recurrent_head = RecurrentHead(
-                config.recurrent_head, key_dim=dim, value_dim=dim,
+                config.recurrent_head,
+                key_dim=dim,
+                value_dim=dim,
                 action_width=config.action_width,
             )
 

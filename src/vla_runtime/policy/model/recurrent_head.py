@@ -16,6 +16,7 @@ Only the (B, queries, width) state is carried between iterations, so memory is f
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -102,9 +103,7 @@ class RecurrentHead(nn.Module):
         width = config.width
 
         def layers(count: int) -> nn.ModuleList:
-            return nn.ModuleList(
-                RecurrentLayer(config, key_dim, value_dim) for _ in range(count)
-            )
+            return nn.ModuleList(RecurrentLayer(config, key_dim, value_dim) for _ in range(count))
 
         self.queries = nn.Parameter(torch.empty(config.queries, width))
         nn.init.trunc_normal_(
@@ -160,8 +159,8 @@ class RecurrentHead(nn.Module):
         x = self.queries[None].expand(batch, -1, -1)
         cos, sin = self._rope(x)
         for layer, source in zip(self.prelude, self.config.prelude_layers, strict=True):
-            x = layer(x, cos, sin, layer.project(keys[source], values[source]),
-                      task_mask, vision_mask)
+            projection = cast(RecurrentLayer, layer).project(keys[source], values[source])
+            x = layer(x, cos, sin, projection, task_mask, vision_mask)
         flat: list[torch.Tensor] = [x, task_mask, vision_mask]
         sources = (*self.config.core_layers, *self.config.coda_layers)
         for layer, source in zip((*self.core, *self.coda), sources, strict=True):

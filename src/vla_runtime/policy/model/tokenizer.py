@@ -57,10 +57,10 @@ class PromptTokenizer:
         for index in range(images):
             ids += self.text(f"Image {index + 1}")
             ids += [m["<im_start>"]] + [m["<im_patch>"]] * tokens_per_image + [m["<im_end>"]]
-        ids += [m["<user>"]] + self.text(task)
-        ids += [m["<setup_start>"]] + self.text(setup) + [m["<setup_end>"]]
+        ids += [m["<user>"], *self.text(task)]
+        ids += [m["<setup_start>"], *self.text(setup), m["<setup_end>"]]
         ids += [m["<state_start>"]] + [self.state_start + int(b) for b in state_bins]
-        ids += [m["<state_end>"], m["<control_start>"]] + self.text(control)
+        ids += [m["<state_end>"], m["<control_start>"], *self.text(control)]
         ids += [m["<control_end>"], m["<assistant>"]]
         ids += [m["<depth_output>"], m["<depth_start>"]] if depth else [m["<action_output>"]]
         return np.asarray(ids, dtype=np.int64)

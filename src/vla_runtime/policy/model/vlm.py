@@ -102,9 +102,7 @@ class VLM(nn.Module):
             hidden.append(x)
         return self.logits(x[:, -1]), torch.stack(new_kv), torch.stack(hidden)
 
-    def prefill(
-        self, embeds: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def prefill(self, embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         seq = embeds.shape[1]
         positions = torch.arange(seq, device=embeds.device)
         return self.run(embeds, positions, None)
