@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -9,9 +10,9 @@ import numpy.typing as npt
 import torch
 
 from vla_runtime.policy.engine import ModelPolicy
-from vla_runtime.policy.model.config import ModelConfig
+from vla_runtime.policy.model.config import PRESETS, ModelConfig, preset
 from vla_runtime.policy.model.model import ReferenceModel, flatten_cache
-from vla_runtime.policy.model.weights import init_model, load_model
+from vla_runtime.policy.model.weights import WeightsError, init_model, load_model
 from vla_runtime.policy.registry import PolicySpec
 from vla_runtime.policy.transforms import EmbodimentTransform
 
@@ -158,15 +159,17 @@ class PerIterationContextRunner(TorchRunner):
 
 
 def build_model(spec: PolicySpec) -> ReferenceModel:
-    """Weights from `spec.model` (a directory) or random weights of a named config."""
-    from pathlib import Path
-
-    from vla_runtime.policy.model.config import preset
-
-    path = Path(spec.model)
-    if path.is_dir() or spec.model.endswith(("/", ".safetensors")) or "/" in spec.model:
-        return load_model(path)
-    return init_model(preset(spec.model), seed=spec.seed)
+    """Random weights of a named config (`tiny`), else the weights in directory `spec.model`."""
+    if spec.model in PRESETS:
+        return init_model(
+            preset(spec.model), seed=spec.seed, device=spec.device, dtype=DTYPES[spec.dtype]
+        )
+    if not Path(spec.model).is_dir():
+        raise WeightsError(
+            f"model {spec.model!r} is neither a model directory nor a named config "
+            f"({', '.join(sorted(PRESETS))})"
+        )
+    return load_model(Path(spec.model))
 
 
 class TorchPolicy(ModelPolicy):
