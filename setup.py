@@ -14,7 +14,7 @@ from setuptools import find_packages, setup
 PACKAGE = "vla_runtime"
 
 # One executable per node file (DESIGN §9, STYLE "Names"): executable name == module name.
-NODE_EXECUTABLES = ["talker_node", "listener_node", "driver_node", "teleop_node"]
+NODE_EXECUTABLES = ["talker_node", "listener_node", "driver_node", "teleop_node", "policy_node"]
 
 
 def _data_files() -> list:

@@ -21,7 +21,9 @@ def resize_bilinear(
     """HxWxC uint8 -> (height, width, C) uint8."""
     if image.shape[:2] == (height, width):
         return image
-    planar = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
+    if not image.flags.writeable or not image.flags.c_contiguous:
+        image = image.copy()  # messages arrive as read-only views; torch wants writable memory
+    planar = torch.from_numpy(image).permute(2, 0, 1)[None]
     resized = F.interpolate(
         planar, size=(height, width), mode="bilinear", align_corners=False, antialias=False
     )
