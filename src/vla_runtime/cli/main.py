@@ -14,7 +14,7 @@ from vla_runtime import __version__
 
 
 def _parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], int]]]:
-    from vla_runtime.cli import graph_commands, router
+    from vla_runtime.cli import graph_commands, policy_commands, router
 
     parser = argparse.ArgumentParser(
         prog="vla-runtime",
@@ -27,6 +27,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Nam
         '  vla-runtime topic pub --rate 2 /chatter std_msgs/msg/String "{data: hello}"\n'
         "  vla-runtime service call /robot/hold std_srvs/srv/Trigger\n"
         "  vla-runtime calibrate so100 --port /dev/ttyACM0 --output so100_follower.yaml\n"
+        "  vla-runtime policy bench --config tiny --head recurrent\n"
         "Environment: ROS_DOMAIN_ID, VLA_RUNTIME_ROUTER, ZENOH_SESSION_CONFIG_URI, "
         "ZENOH_ROUTER_CONFIG_URI, ZENOH_CONFIG_OVERRIDE.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -42,6 +43,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Nam
     handlers["router"] = router.run
 
     graph_commands.register(commands, handlers)
+    policy_commands.register(commands, handlers)
 
     sub = commands.add_parser(
         "calibrate", help="calibrate an arm (homing offsets, ranges, joint conventions)"
