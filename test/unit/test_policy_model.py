@@ -286,7 +286,7 @@ def test_iterations_reuse_the_projected_context(
         policy(model, transform, PerIterationContextRunner, head="recurrent", stop=rule).infer(
             observation(transform)
         )
-        assert calls["n"] == 1 + 10  # prepare, then once per iteration
+        assert calls["n"] == 10
     finally:
         del layer.project
 

@@ -144,8 +144,10 @@ class PerIterationContextRunner(TorchRunner):
     def recurrent_prepare(self) -> tuple[torch.Tensor, ...]:
         head = self.model.recurrent_head
         assert head is not None
-        sources = self._recurrent_sources()
-        prelude_out = head.prepare(*sources)[0]
+        keys, values, valid, vision = sources = self._recurrent_sources()
+        task_mask = (valid & ~vision)[:, None, None, :]
+        vision_mask = (valid & vision)[:, None, None, :]
+        prelude_out = head.prelude_output(keys, values, task_mask, vision_mask)
         return (prelude_out, *sources)
 
     @torch.inference_mode()

@@ -153,19 +153,31 @@ class RecurrentHead(nn.Module):
             A flat tuple (prelude_out, task_mask, vision_mask, then 4 tensors per core layer,
             then 4 per coda layer), the inputs of `iterate`.
         """
-        task_mask = (valid & ~vision)[:, None, None, :]
-        vision_mask = (valid & vision)[:, None, None, :]
-        batch = keys.shape[1]
-        x = self.queries[None].expand(batch, -1, -1)
+        task_mask, vision_mask = _masks(valid, vision)
+        x = self.prelude_output(keys, values, task_mask, vision_mask)
+        return (x, task_mask, vision_mask, *self._project_context(keys, values))
+
+    def prelude_output(
+        self,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        task_mask: torch.Tensor,
+        vision_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """The prelude's output S_pre (B, queries, width), re-injected every iteration."""
+        x = self.queries[None].expand(keys.shape[1], -1, -1)
         cos, sin = self._rope(x)
         for layer, source in zip(self.prelude, self.config.prelude_layers, strict=True):
             projection = cast(RecurrentLayer, layer).project(keys[source], values[source])
             x = layer(x, cos, sin, projection, task_mask, vision_mask)
-        flat: list[torch.Tensor] = [x, task_mask, vision_mask]
+        return x
+
+    def _project_context(self, keys: torch.Tensor, values: torch.Tensor) -> list[torch.Tensor]:
+        flat: list[torch.Tensor] = []
         sources = (*self.config.core_layers, *self.config.coda_layers)
         for layer, source in zip((*self.core, *self.coda), sources, strict=True):
-            flat.extend(layer.project(keys[source], values[source]))
-        return tuple(flat)
+            flat.extend(cast(RecurrentLayer, layer).project(keys[source], values[source]))
+        return flat
 
     def iterate(
         self, state: torch.Tensor, *prepared: torch.Tensor
@@ -197,10 +209,11 @@ class RecurrentHead(nn.Module):
         vision: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """`iterate` that re-projects the context in every layer, as upstream does."""
-        task_mask = (valid & ~vision)[:, None, None, :]
-        vision_mask = (valid & vision)[:, None, None, :]
-        flat: list[torch.Tensor] = [prelude_out, task_mask, vision_mask]
-        sources = (*self.config.core_layers, *self.config.coda_layers)
-        for layer, source in zip((*self.core, *self.coda), sources, strict=True):
-            flat.extend(layer.project(keys[source], values[source]))
-        return self.iterate(state, *flat)
+        task_mask, vision_mask = _masks(valid, vision)
+        projected = self._project_context(keys, values)
+        return self.iterate(state, prelude_out, task_mask, vision_mask, *projected)
+
+
+def _masks(valid: torch.Tensor, vision: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-attention masks (B, 1, 1, T) of the non-vision and the vision key sets."""
+    return (valid & ~vision)[:, None, None, :], (valid & vision)[:, None, None, :]
