@@ -237,6 +237,10 @@ def session_options(threads: int = 0) -> ort.SessionOptions:
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Each unit is its own session with its own pool; a pool whose threads spin after its run
+    # steals the cores from the next unit's pool (tiny on 2 threads: 61 ms with spinning,
+    # 25 ms without). The units run back to back, so nothing is lost by sleeping.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
