@@ -81,6 +81,11 @@ class DriverLoop:
         self._connected = False
         self.bus_errors = 0
         self.last_error = ""
+        # Which chunk the arm executes, for the latency monitor's reaction latency: the
+        # newest accepted chunk is applied from the first POLICY tick after it arrived.
+        self._pending_stamp_ns = 0
+        self.applied_chunk_stamp_ns = 0  # capture stamp of the chunk being executed
+        self.applied_since_ns = 0  # system time of the tick that first applied it
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -135,6 +140,10 @@ class DriverLoop:
                 self._bus_fault(f"read failed: {_describe(exc)}")
             with self._lock:
                 output = self.controller.tick(stamp_ns, timing.started_ns)
+                if output.mode == Mode.POLICY and self._pending_stamp_ns:
+                    self.applied_chunk_stamp_ns = self._pending_stamp_ns
+                    self.applied_since_ns = stamp_ns
+                    self._pending_stamp_ns = 0
             try:
                 self.driver.write(output.command)
             except Exception as exc:
@@ -171,7 +180,10 @@ class DriverLoop:
 
     def submit_chunk(self, chunk: ActionChunk) -> SubmitResult:
         with self._lock:
-            return self.controller.submit_chunk(chunk, time.time_ns())
+            result = self.controller.submit_chunk(chunk, time.time_ns())
+            if result.accepted:
+                self._pending_stamp_ns = chunk.capture_stamp_ns
+            return result
 
     def set_teleop_target(self, positions: FloatArray) -> str:
         with self._lock:
@@ -207,6 +219,8 @@ class DriverLoop:
         """(level 'OK'|'WARN'|'ERROR', one-line message, key-values) for /diagnostics."""
         status = self.status()
         summary = self.rate.summary()
+        with self._lock:  # a consistent pair: both change on the same tick
+            applied_stamp_ns, applied_since_ns = self.applied_chunk_stamp_ns, self.applied_since_ns
         level = "ERROR" if not status.connected else "WARN" if status.mode == Mode.HOLD else "OK"
         values = {
             "mode": status.mode.value,
@@ -216,6 +230,8 @@ class DriverLoop:
             "overruns": str(summary.overruns),
             "ticks": str(summary.ticks),
             "last_error": status.last_error,
+            "applied_chunk_stamp_ns": str(applied_stamp_ns),
+            "applied_since_ns": str(applied_since_ns),
             **{key: str(value) for key, value in self.counters().items()},
         }
         return level, status.hold_reason or status.last_error or "running", values
