@@ -273,7 +273,6 @@ def head_only(settings: Settings) -> tuple[str, list[dict[str, Any]]]:
     from torch.utils.flop_counter import FlopCounterMode
 
     from vla_runtime.policy.model.config import RecurrentHeadConfig
-    from vla_runtime.policy.model.layers import rope_tables
     from vla_runtime.policy.model.recurrent_head import RecurrentHead
 
     torch.set_num_threads(settings.threads)
@@ -289,26 +288,18 @@ def head_only(settings: Settings) -> tuple[str, list[dict[str, Any]]]:
     # Every VLM layer gets the same random states (expand: one copy in memory); the head reads
     # only its tapped layers.
     context = torch.randn(1, 1, tokens, RDVLA_WIDTH).expand(layers, -1, -1, -1)
-    valid = torch.ones(1, tokens, dtype=torch.bool)
-    vision = torch.zeros(1, tokens, dtype=torch.bool)
-    vision[:, tokens - RDVLA_VISION_TOKENS :] = True
+    task_index = torch.arange(tokens - RDVLA_VISION_TOKENS)
+    vision_index = torch.arange(tokens - RDVLA_VISION_TOKENS, tokens)
     state0 = torch.randn(1, config.queries, config.width) * config.init_std
     torch.random.set_rng_state(generator_state)
-    task_mask = (valid & ~vision)[:, None, None, :]
-    vision_mask = (valid & vision)[:, None, None, :]
-    positions = torch.arange(config.queries)
-    cos, sin = rope_tables(positions, config.width // config.heads, 10000.0, torch.float32)
+    sources = (context, context, task_index, vision_index)
 
     def prelude() -> torch.Tensor:
         """What upstream computes once per query before iterating: the prelude layer(s)."""
-        x = head.queries[None]
-        for layer, source in zip(head.prelude, config.prelude_layers, strict=True):
-            projection = layer.project(context[source], context[source])
-            x = layer(x, cos, sin, projection, task_mask, vision_mask)
-        return x
+        return head.prelude_output(*sources)
 
     def cached(k: int) -> None:
-        prepared = head.prepare(context, context, valid, vision)
+        prepared = head.prepare(*sources)
         state = state0
         for _ in range(k):
             state, _chunk = head.iterate(state, *prepared)
@@ -317,8 +308,7 @@ def head_only(settings: Settings) -> tuple[str, list[dict[str, Any]]]:
         prelude_out = prelude()
         state = state0
         for _ in range(k):
-            state, _chunk = head.iterate_uncached(state, prelude_out, context, context, valid,
-                                                  vision)  # fmt: skip
+            state, _chunk = head.iterate_uncached(state, prelude_out, *sources)
 
     def flops(work: Callable[[], object]) -> int:
         with FlopCounterMode(display=False) as counter:
@@ -328,13 +318,11 @@ def head_only(settings: Settings) -> tuple[str, list[dict[str, Any]]]:
     records: list[dict[str, Any]] = []
     rows = []
     with torch.inference_mode():
-        prepared = head.prepare(context, context, valid, vision)
+        prepared = head.prepare(*sources)
         prelude_out = prepared[0]
         iterate_flops = flops(lambda: head.iterate(state0, *prepared))
-        uncached_flops = flops(
-            lambda: head.iterate_uncached(state0, prelude_out, context, context, valid, vision)
-        )
-        prepare_flops = flops(lambda: head.prepare(context, context, valid, vision))
+        uncached_flops = flops(lambda: head.iterate_uncached(state0, prelude_out, *sources))
+        prepare_flops = flops(lambda: head.prepare(*sources))
         prelude_flops = flops(prelude)
         saved = 1.0 - iterate_flops / uncached_flops
         for k in settings.head_iterations:

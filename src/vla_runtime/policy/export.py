@@ -118,9 +118,13 @@ class _RecurrentPrepare(nn.Module):
         self.head = model.recurrent_head
 
     def forward(
-        self, keys: torch.Tensor, values: torch.Tensor, valid: torch.Tensor, vision: torch.Tensor
+        self,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        task_index: torch.Tensor,
+        vision_index: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
-        return self.head.prepare(keys, values, valid, vision)
+        return self.head.prepare(keys, values, task_index, vision_index)
 
 
 class _RecurrentIterate(nn.Module):
@@ -264,14 +268,22 @@ def _units(model: ReferenceModel) -> list[_Unit]:
     if model.recurrent_head is not None:
         recurrent = model.recurrent_head
         sources = (hidden, hidden) if recurrent.config.context == "hidden" else (keys, values)
-        prepare_args = (*sources, valid, vision_mask)
+        task_index = torch.nonzero(~vision_mask[0]).flatten()
+        vision_index = torch.nonzero(vision_mask[0]).flatten()
+        prepare_args = (*sources, task_index, vision_index)
         prepared = recurrent.prepare(*prepare_args)
         head_cfg = recurrent.config
         state = torch.randn(1, head_cfg.queries, head_cfg.width, generator=generator)
-        # prelude_out is fixed-size; masks (1, 1, 1, T); per-head K/V (1, heads, T, dim).
-        prepared_dynamic: list[DynamicShape] = [None, {3: context}, {3: context}]
-        prepared_dynamic += [{2: context}] * (len(prepared) - 3)
-        prepare_dynamic = (*by_context, {1: context})
+        # prelude_out is fixed-size; per-head K/V (1, heads, n, dim) of each key set.
+        task_tokens, vision_tokens = Dim("task_tokens", min=2), Dim("vision_tokens", min=2)
+        prepared_dynamic: list[DynamicShape] = [None]
+        prepared_dynamic += [
+            {2: task_tokens},
+            {2: task_tokens},
+            {2: vision_tokens},
+            {2: vision_tokens},
+        ] * ((len(prepared) - 1) // 4)
+        prepare_dynamic = (*by_context[:2], {0: task_tokens}, {0: vision_tokens})
         # forward(state, *prepared): the varargs' shapes nest as one tuple.
         iterate_dynamic = (None, tuple(prepared_dynamic))
         units += [

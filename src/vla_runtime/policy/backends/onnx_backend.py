@@ -153,11 +153,11 @@ class ExportManifest:
 
 
 def recurrent_prepared_names(config: ModelConfig) -> tuple[str, ...]:
-    """Names of `RecurrentHead.prepare`'s flat tuple: prelude output, masks, per-layer K/V."""
+    """Names of `RecurrentHead.prepare`'s flat tuple: prelude output, per-layer K/V."""
     head = config.recurrent_head
     if head is None:
         return ()
-    names = ["prelude_out", "task_mask", "vision_mask"]
+    names = ["prelude_out"]
     parts = (("core", len(head.core_layers)), ("coda", len(head.coda_layers)))
     for part, count in parts:
         for index in range(count):
@@ -179,7 +179,7 @@ def unit_signatures(config: ModelConfig) -> dict[str, UnitSignature]:
       flow_prepare: keys, values (L, 1, T, kv_dim), valid (1, T) bool -> ctx_k, ctx_v, mask
       flow_step: x (1, H, A), t (1,), dt (), ctx_k, ctx_v, mask, action_mask (A,) -> x_next
         = (x + dt * velocity) * action_mask
-      recurrent_prepare: keys, values (L, 1, T, dim), valid, vision (1, T) bool -> prepared
+      recurrent_prepare: keys, values (L, 1, T, dim), task_index, vision_index (n,) -> prepared
       recurrent_iterate: state (1, Q, width), *prepared -> next_state, chunk (1, Q, A)
     """
     units = {
@@ -201,7 +201,7 @@ def unit_signatures(config: ModelConfig) -> dict[str, UnitSignature]:
     if config.recurrent_head is not None:
         prepared = recurrent_prepared_names(config)
         units["recurrent_prepare"] = UnitSignature(
-            "recurrent_prepare.onnx", ("keys", "values", "valid", "vision"), prepared
+            "recurrent_prepare.onnx", ("keys", "values", "task_index", "vision_index"), prepared
         )
         units["recurrent_iterate"] = UnitSignature(
             "recurrent_iterate.onnx", ("state", *prepared), ("next_state", "chunk")
@@ -413,11 +413,14 @@ class OnnxRunner:
         return keys, values, valid, vision
 
     def _recurrent_sources(self) -> tuple[Array, Array, Array, Array]:
-        keys, values, valid, vision = self.context()
+        """Context (cached K/V, or hidden states) and the non-vision / vision positions."""
+        keys, values, _, vision = self.context()
+        task_index = np.flatnonzero(~vision[0]).astype(np.int64)
+        vision_index = np.flatnonzero(vision[0]).astype(np.int64)
         if self._keep_hidden:
             hidden = np.ascontiguousarray(self._hidden[:, :, : self.length])
-            return hidden, hidden, valid, vision
-        return keys, values, valid, vision
+            return hidden, hidden, task_index, vision_index
+        return keys, values, task_index, vision_index
 
     def flow_prepare(self) -> tuple[Array, ...]:
         keys, values, valid, _ = self.context()
@@ -437,8 +440,13 @@ class OnnxRunner:
         return self._run("flow_step", feeds)[0]
 
     def recurrent_prepare(self) -> tuple[Array, ...]:
-        keys, values, valid, vision = self._recurrent_sources()
-        feeds = {"keys": keys, "values": values, "valid": valid, "vision": vision}
+        keys, values, task_index, vision_index = self._recurrent_sources()
+        feeds = {
+            "keys": keys,
+            "values": values,
+            "task_index": task_index,
+            "vision_index": vision_index,
+        }
         return tuple(self._run("recurrent_prepare", feeds))
 
     def recurrent_iterate(

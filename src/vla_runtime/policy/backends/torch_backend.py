@@ -101,11 +101,14 @@ class TorchRunner:
         return keys, values, valid, vision
 
     def _recurrent_sources(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        keys, values, valid, vision = self.context()
+        """Context (cached K/V, or hidden states) and the non-vision / vision positions."""
+        keys, values, _, vision = self.context()
+        task_index = torch.nonzero(~vision[0]).flatten()
+        vision_index = torch.nonzero(vision[0]).flatten()
         if self._keep_hidden:
             hidden = self._hidden[:, :, : self.length]
-            return hidden, hidden, valid, vision
-        return keys, values, valid, vision
+            return hidden, hidden, task_index, vision_index
+        return keys, values, task_index, vision_index
 
     @torch.inference_mode()
     def flow_prepare(self) -> tuple[torch.Tensor, ...]:
@@ -144,10 +147,8 @@ class PerIterationContextRunner(TorchRunner):
     def recurrent_prepare(self) -> tuple[torch.Tensor, ...]:
         head = self.model.recurrent_head
         assert head is not None
-        keys, values, valid, vision = sources = self._recurrent_sources()
-        task_mask = (valid & ~vision)[:, None, None, :]
-        vision_mask = (valid & vision)[:, None, None, :]
-        prelude_out = head.prelude_output(keys, values, task_mask, vision_mask)
+        sources = self._recurrent_sources()
+        prelude_out = head.prelude_output(*sources)
         return (prelude_out, *sources)
 
     @torch.inference_mode()

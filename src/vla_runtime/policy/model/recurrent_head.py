@@ -60,23 +60,30 @@ class RecurrentLayer(nn.Module):
         self.norm3 = RMSNorm(width)
         self.mlp = SwiGLU(width, config.mlp_hidden)
 
-    def project(self, keys: torch.Tensor, values: torch.Tensor) -> Projection:
-        """Per-head K/V of both key sets from the context (B, T, dim); once per query."""
+    def project(
+        self,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        task_index: torch.Tensor,
+        vision_index: torch.Tensor,
+    ) -> Projection:
+        """Per-head K/V of both key sets, each from its own positions only; once per query.
+
+        Args:
+            keys, values: (B, T, dim) context of this layer's VLM layer.
+            task_index, vision_index: positions of the non-vision / vision tokens.
+        """
+        task_keys, task_values = keys[:, task_index], values[:, task_index]
+        vision_keys, vision_values = keys[:, vision_index], values[:, vision_index]
         return (
-            split_heads(self.task_k(keys), self.heads),
-            split_heads(self.task_v(values), self.heads),
-            split_heads(self.vision_k(keys), self.heads),
-            split_heads(self.vision_v(values), self.heads),
+            split_heads(self.task_k(task_keys), self.heads),
+            split_heads(self.task_v(task_values), self.heads),
+            split_heads(self.vision_k(vision_keys), self.heads),
+            split_heads(self.vision_v(vision_values), self.heads),
         )
 
     def forward(
-        self,
-        x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        projection: Projection,
-        task_mask: torch.Tensor,
-        vision_mask: torch.Tensor,
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, projection: Projection
     ) -> torch.Tensor:
         q, k, v = (split_heads(t, self.heads) for t in self.qkv(self.norm1(x)).chunk(3, dim=-1))
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
@@ -84,10 +91,8 @@ class RecurrentLayer(nn.Module):
         task_k, task_v, vision_k, vision_v = projection
         q = split_heads(self.cross_q(self.norm2(x)), self.heads)
         scale = 1.0 / math.sqrt(q.shape[-1])
-        neg = torch.finfo(q.dtype).min
-        task_logits = (q @ task_k.transpose(-1, -2) * scale).masked_fill(~task_mask, neg)
+        task_logits = q @ task_k.transpose(-1, -2) * scale
         vision_logits = (q @ vision_k.transpose(-1, -2) * scale) * torch.tanh(self.vision_gate)
-        vision_logits = vision_logits.masked_fill(~vision_mask, neg)
         weights = torch.softmax(torch.cat((task_logits, vision_logits), dim=-1), dim=-1)
         cross = weights @ torch.cat((task_v, vision_v), dim=2)
         x = x + self.cross_out(merge_heads(cross))
@@ -139,64 +144,76 @@ class RecurrentHead(nn.Module):
         self,
         keys: torch.Tensor,
         values: torch.Tensor,
-        valid: torch.Tensor,
-        vision: torch.Tensor,
+        task_index: torch.Tensor,
+        vision_index: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
-        """Once per query: prelude output, masks, and every core/coda layer's projected context.
+        """Once per query: the prelude output and every core/coda layer's projected context.
 
         Args:
             keys, values: (vlm_layers, B, T, dim) per-layer context (the cached K/V, or the
                 hidden states for both with context='hidden').
-            valid: (B, T) bool usable positions; vision: (B, T) bool image-token positions.
+            task_index, vision_index: (n,) int64 positions of the non-vision and the image
+                tokens; each key set is projected from its own positions only.
 
         Returns:
-            A flat tuple (prelude_out, task_mask, vision_mask, then 4 tensors per core layer,
-            then 4 per coda layer), the inputs of `iterate`.
+            A flat tuple (prelude_out, then 4 tensors per core layer, then 4 per coda layer),
+            the inputs of `iterate` after the state.
         """
-        task_mask, vision_mask = _masks(valid, vision)
-        x = self.prelude_output(keys, values, task_mask, vision_mask)
-        return (x, task_mask, vision_mask, *self._project_context(keys, values))
+        x = self.prelude_output(keys, values, task_index, vision_index)
+        return (x, *self._project_context(keys, values, task_index, vision_index))
 
     def prelude_output(
         self,
         keys: torch.Tensor,
         values: torch.Tensor,
-        task_mask: torch.Tensor,
-        vision_mask: torch.Tensor,
+        task_index: torch.Tensor,
+        vision_index: torch.Tensor,
     ) -> torch.Tensor:
         """The prelude's output S_pre (B, queries, width), re-injected every iteration."""
         x = self.queries[None].expand(keys.shape[1], -1, -1)
         cos, sin = self._rope(x)
         for layer, source in zip(self.prelude, self.config.prelude_layers, strict=True):
-            projection = cast(RecurrentLayer, layer).project(keys[source], values[source])
-            x = layer(x, cos, sin, projection, task_mask, vision_mask)
+            projection = cast(RecurrentLayer, layer).project(
+                keys[source], values[source], task_index, vision_index
+            )
+            x = layer(x, cos, sin, projection)
         return x
 
-    def _project_context(self, keys: torch.Tensor, values: torch.Tensor) -> list[torch.Tensor]:
+    def _project_context(
+        self,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        task_index: torch.Tensor,
+        vision_index: torch.Tensor,
+    ) -> list[torch.Tensor]:
         flat: list[torch.Tensor] = []
         sources = (*self.config.core_layers, *self.config.coda_layers)
         for layer, source in zip((*self.core, *self.coda), sources, strict=True):
-            flat.extend(cast(RecurrentLayer, layer).project(keys[source], values[source]))
+            flat.extend(
+                cast(RecurrentLayer, layer).project(
+                    keys[source], values[source], task_index, vision_index
+                )
+            )
         return flat
 
     def iterate(
         self, state: torch.Tensor, *prepared: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One core iteration and the coda's decode of the new state: (state, chunk)."""
-        prelude_out, task_mask, vision_mask = prepared[:3]
+        prelude_out = prepared[0]
         projections = [
             (prepared[i], prepared[i + 1], prepared[i + 2], prepared[i + 3])
-            for i in range(3, len(prepared), 4)
+            for i in range(1, len(prepared), 4)
         ]
         cos, sin = self._rope(state)
         x = self.adapt_norm(self.gamma_adapt * self.adapter(torch.cat((state, prelude_out), -1)))
         n_core = len(self.core)
         for layer, projection in zip(self.core, projections[:n_core], strict=True):
-            x = layer(x, cos, sin, projection, task_mask, vision_mask)
+            x = layer(x, cos, sin, projection)
         state = self.core_norm(x)
         y = state
         for layer, projection in zip(self.coda, projections[n_core:], strict=True):
-            y = layer(y, cos, sin, projection, task_mask, vision_mask)
+            y = layer(y, cos, sin, projection)
         return state, self.action_out(self.coda_norm(y))
 
     def iterate_uncached(
@@ -205,15 +222,9 @@ class RecurrentHead(nn.Module):
         prelude_out: torch.Tensor,
         keys: torch.Tensor,
         values: torch.Tensor,
-        valid: torch.Tensor,
-        vision: torch.Tensor,
+        task_index: torch.Tensor,
+        vision_index: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """`iterate` that re-projects the context in every layer, as upstream does."""
-        task_mask, vision_mask = _masks(valid, vision)
-        projected = self._project_context(keys, values)
-        return self.iterate(state, prelude_out, task_mask, vision_mask, *projected)
-
-
-def _masks(valid: torch.Tensor, vision: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross-attention masks (B, 1, 1, T) of the non-vision and the vision key sets."""
-    return (valid & ~vision)[:, None, None, :], (valid & vision)[:, None, None, :]
+        projected = self._project_context(keys, values, task_index, vision_index)
+        return self.iterate(state, prelude_out, *projected)
