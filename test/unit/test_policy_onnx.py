@@ -31,7 +31,7 @@ from vla_runtime.policy.backends.onnx_backend import (
 from vla_runtime.policy.backends.torch_backend import TorchRunner
 from vla_runtime.policy.engine import ModelPolicy, PolicyOptions
 from vla_runtime.policy.export import export_onnx
-from vla_runtime.policy.interface import DepthScene, Observation
+from vla_runtime.policy.interface import DepthScene, Observation, PolicyError
 from vla_runtime.policy.model.config import ModelConfig, preset
 from vla_runtime.policy.model.model import ReferenceModel
 from vla_runtime.policy.model.tokenizer import PromptTokenizer
@@ -351,3 +351,45 @@ def test_unknown_device_and_missing_cuda_provider(export_dir: Path) -> None:
 def test_torch_only_options_are_refused(export_dir: Path, transform: EmbodimentTransform) -> None:
     with pytest.raises(PolicyConfigError, match="float32"):
         OnnxPolicy(PolicySpec(backend="onnx", model=str(export_dir), dtype="bfloat16"), transform)
+
+
+# -- context="hidden" (RD-VLA as published) ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hidden_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[ReferenceModel, Path]:
+    """A recurrent-only tiny model whose head reads the VLM's hidden states (~20 s to export)."""
+    tiny = preset("tiny")
+    assert tiny.recurrent_head is not None
+    config = replace(
+        tiny, flow_head=None, recurrent_head=replace(tiny.recurrent_head, context="hidden")
+    )
+    model = init_model(config, seed=0)
+    out = tmp_path_factory.mktemp("tiny_hidden_onnx")
+    export_onnx(model, out)
+    return model, out
+
+
+def test_hidden_context_policy_matches_torch(
+    hidden_export: tuple[ReferenceModel, Path], transform: EmbodimentTransform
+) -> None:
+    model, export_dir = hidden_export
+    assert set(ExportManifest.read(export_dir / MANIFEST_FILE).units) == {
+        "vision", "prefill", "extend", "recurrent_prepare", "recurrent_iterate",
+    }  # fmt: skip
+    # Depth reasoning extends the cache, so the hidden states of extended tokens are read too.
+    options = PolicyOptions(head="recurrent", stop=FIXED_ITERATIONS, depth=True)
+    reference, policy = policies(model, export_dir, transform, options)
+    scene = DepthScene(
+        codes=np.full((10, 10), 17, np.uint8), changed=np.eye(10, dtype=np.bool_)
+    )
+    obs = replace(observation(transform), scene=scene)
+    expected = reference.infer(obs)
+    got = policy.infer(obs)
+    assert expected.depth_codes is not None and got.depth_codes is not None
+    np.testing.assert_array_equal(got.depth_codes, expected.depth_codes)
+    assert max_diff(
+        transform.encode_actions(expected.actions), transform.encode_actions(got.actions)
+    ) <= TOLERANCE
+    with pytest.raises(PolicyError, match="has no flow head"):
+        OnnxPolicy(PolicySpec(backend="onnx", model=str(export_dir), head="flow"), transform)
