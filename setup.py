@@ -14,7 +14,14 @@ from setuptools import find_packages, setup
 PACKAGE = "vla_runtime"
 
 # One executable per node file (DESIGN §9, STYLE "Names"): executable name == module name.
-NODE_EXECUTABLES = ["talker_node", "listener_node", "driver_node", "teleop_node", "policy_node"]
+NODE_EXECUTABLES = [
+    "talker_node",
+    "listener_node",
+    "driver_node",
+    "teleop_node",
+    "policy_node",
+    "latency_monitor",
+]
 
 
 def _data_files() -> list:
@@ -64,6 +71,8 @@ setup(
         "xxhash>=3",
         "numpy>=1.24",
         "pyyaml>=6",
+        # Latency distributions of the latency monitor (HdrHistogram: constant memory, 3 digits).
+        "hdrhistogram>=0.10",
         # Hardware client libraries: the same code talks to the real buses and the emulators.
         "feetech-servo-sdk>=1.0,<2",  # scservo_sdk: SO100/SO101 (STS3215)
         "dynamixel-sdk>=3.7",  # Dynamixel leader arms (GELLO-style)
@@ -77,6 +86,11 @@ setup(
         "onnx>=1.16",
         "onnxscript>=0.2",
         "onnxruntime>=1.18",
+        # Profiling: MCAP recordings (ROS 2 profile), HTML report plots, `vla-runtime top`.
+        "mcap>=1.1",
+        "mcap-ros2-support>=0.5",
+        "matplotlib>=3.7",
+        "rich>=13",
     ],
     extras_require={
         "dev": [

@@ -14,7 +14,7 @@ from vla_runtime import __version__
 
 
 def _parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], int]]]:
-    from vla_runtime.cli import graph_commands, policy_commands, router
+    from vla_runtime.cli import graph_commands, policy_commands, profiling_commands, router
 
     parser = argparse.ArgumentParser(
         prog="vla-runtime",
@@ -28,6 +28,8 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Nam
         "  vla-runtime service call /robot/hold std_srvs/srv/Trigger\n"
         "  vla-runtime calibrate so100 --port /dev/ttyACM0 --output so100_follower.yaml\n"
         "  vla-runtime policy bench --config tiny --head recurrent\n"
+        "  vla-runtime record -o run.mcap --duration 60  # then: vla-runtime report run.mcap\n"
+        "  vla-runtime top\n"
         "Environment: ROS_DOMAIN_ID, VLA_RUNTIME_ROUTER, ZENOH_SESSION_CONFIG_URI, "
         "ZENOH_ROUTER_CONFIG_URI, ZENOH_CONFIG_OVERRIDE.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -44,6 +46,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Nam
 
     graph_commands.register(commands, handlers)
     policy_commands.register(commands, handlers)
+    profiling_commands.register(commands, handlers)
 
     sub = commands.add_parser(
         "calibrate", help="calibrate an arm (homing offsets, ranges, joint conventions)"
