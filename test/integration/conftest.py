@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from graph_helpers import Child, child_env, free_port, wait_port
+from graph_helpers import Child, child_env, free_port, stop, wait_port
 
 from vla_runtime import ros
 
@@ -61,3 +61,13 @@ def spawn(router: str) -> Iterator[type[Child]]:
     for child in children:
         if child.process.poll() is None:
             child.stop()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[str]]]:
+    """Processes a test starts (append them): stopped last-started first, output printed."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for process in reversed(started):
+        output = stop(process)
+        print(f"--- {' '.join(map(str, process.args[1:3]))}:\n{output}")  # shown on failure

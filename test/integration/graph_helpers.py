@@ -1,4 +1,9 @@
-"""Helpers for multi-process graph tests: loopback ports, child node processes."""
+"""Helpers for multi-process graph tests: loopback ports, child node processes.
+
+Processes: `start_process(*args)` runs `python *args` (a node, an emulator) with its output
+captured; `stop(process)` ends it (terminate, then kill) and returns that output; the
+`processes` fixture (conftest.py) stops the ones a test started and prints their output, which
+pytest shows when the test fails."""
 
 from __future__ import annotations
 
@@ -70,3 +75,36 @@ class Child:
             self.process.kill()
             out, _ = self.process.communicate()
         return out or ""
+
+
+def start_process(*args: str) -> subprocess.Popen[str]:
+    """`python *args` with this checkout on its path, stdout and stderr captured together."""
+    return subprocess.Popen(
+        [sys.executable, *args],
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def stop(process: subprocess.Popen[str], timeout_s: float = 15.0) -> str:
+    """Terminate `process` if it still runs (kill after `timeout_s`); its output so far."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        out, _ = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, _ = process.communicate()
+    except ValueError:  # already communicated: its output was read then
+        out = ""
+    return out or ""
+
+
+def wait_for_path(path: Path, timeout_s: float = 15.0) -> None:
+    """Until `path` exists (an emulator's pty link)."""
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)

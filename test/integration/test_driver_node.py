@@ -6,7 +6,6 @@ stop (local watchdog), recover on release, and reject bad chunks while holding s
 from __future__ import annotations
 
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from graph_helpers import child_env
+from graph_helpers import start_process, stop, wait_for_path
 
 from vla_runtime import ros
 from vla_runtime.drivers.embodiment import EmbodimentConfig
@@ -45,85 +44,64 @@ class Arm:
     max_step: np.ndarray  # per joint, one control period
 
 
-def _start(args: list[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, *args],
-        env=child_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def _wait_for(path: Path) -> None:
-    deadline = time.monotonic() + 15
-    while not path.exists():
-        assert time.monotonic() < deadline, f"emulator never made {path}"
-        time.sleep(0.05)
-
-
 def _emulators(name: str, tmp_path: Path) -> tuple[list[subprocess.Popen[str]], list[str]]:
     """Start the device emulator(s) of `name`; return them and the driver_node overrides."""
     if name == "so100":
         link = tmp_path / "so100"
-        process = _start(
-            [
-                "-m",
-                "vla_runtime.drivers.emulators.servo_bus",
-                "--protocol",
-                "feetech",
-                "--ids",
-                "1",
-                "2",
-                "3",
-                "4",
-                "5",
-                "6",
-                "--link",
-                str(link),
-            ]
+        process = start_process(
+            "-m",
+            "vla_runtime.drivers.emulators.servo_bus",
+            "--protocol",
+            "feetech",
+            "--ids",
+            "1",
+            "2",
+            "3",
+            "4",
+            "5",
+            "6",
+            "--link",
+            str(link),
         )
-        _wait_for(link)
+        wait_for_path(link)
         return [process], [f"driver.port:={link}", "driver.packet_timeout_ms:=50.0"]
     if name == "yam_bimanual":
         processes, overrides = [], ["driver.interface:=slcan", "driver.feedback_timeout_s:=0.03"]
         for side in ("left", "right"):
             link = tmp_path / f"can_{side}"
             processes.append(
-                _start(
-                    [
-                        "-m",
-                        "vla_runtime.drivers.emulators.damiao",
-                        "--slcan-link",
-                        str(link),
-                        "--ids",
-                        "1",
-                        "2",
-                        "3",
-                        "4",
-                        "5",
-                        "6",
-                        "7",
-                        "--models",
-                        *DAMIAO_MODELS,
-                        "--positions",
-                        "0",
-                        "0.5",
-                        "0.5",
-                        "0",
-                        "0",
-                        "0",
-                        "0",
-                    ]
+                start_process(
+                    "-m",
+                    "vla_runtime.drivers.emulators.damiao",
+                    "--slcan-link",
+                    str(link),
+                    "--ids",
+                    "1",
+                    "2",
+                    "3",
+                    "4",
+                    "5",
+                    "6",
+                    "7",
+                    "--models",
+                    *DAMIAO_MODELS,
+                    "--positions",
+                    "0",
+                    "0.5",
+                    "0.5",
+                    "0",
+                    "0",
+                    "0",
+                    "0",
                 )
             )
-            _wait_for(link)
+            wait_for_path(link)
             overrides.append(f"driver.{side}.channel:={link}")
         # Two arms over SLCAN ptys cost ~4 ms a tick here, more on a loaded 2-core machine
         # (the real CAN bus is far faster): run this emulator path at 50 Hz.
         return processes, [*overrides, "control_rate_hz:=50.0", "state_publish_rate_hz:=50.0"]
     assert name == "franka"
-    process = _start(["-m", "vla_runtime.drivers.emulators.franka_ros2"])
+    process = start_process("-m", "vla_runtime.drivers.emulators.franka_ros2")
     return [process], []
 
 
@@ -143,7 +121,7 @@ def arm(request: pytest.FixtureRequest, router: str, tmp_path: Path) -> Iterator
     args = ["-m", "vla_runtime.nodes.driver_node", "--ros-args", "--params-file", str(params_file)]
     for override in [*overrides, f"state_publish_rate_hz:={rate_hz}"]:
         args += ["-p", override]
-    driver = _start(args)
+    driver = start_process(*args)
     yield Arm(
         name,
         driver,
@@ -152,11 +130,7 @@ def arm(request: pytest.FixtureRequest, router: str, tmp_path: Path) -> Iterator
         config.envelope_limits().max_velocity / rate_hz + 1e-6,
     )
     for process in (driver, *emulators):
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
 
 
 class Operator:

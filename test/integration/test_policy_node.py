@@ -11,7 +11,6 @@ and a misspelt backend ending the process with exit code 2.
 from __future__ import annotations
 
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from graph_helpers import child_env
+from graph_helpers import start_process, stop
 
 from vla_runtime import ros
 from vla_runtime.ros import convert
@@ -47,32 +46,7 @@ def policy_node(*parameters: str) -> subprocess.Popen[str]:
     args = ["-p", "threads:=1"]
     for parameter in parameters:
         args += ["-p", parameter]
-    return subprocess.Popen(
-        [sys.executable, "-m", "vla_runtime.nodes.policy_node", "--ros-args", *args],
-        env=child_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def stop(process: subprocess.Popen[str]) -> str:
-    if process.poll() is None:
-        process.terminate()
-    try:
-        out, _ = process.communicate(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        out, _ = process.communicate()
-    return out or ""
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for process in started:
-        print(f"--- policy_node:\n{stop(process)}")  # shown when a test fails
+    return start_process("-m", "vla_runtime.nodes.policy_node", "--ros-args", *args)
 
 
 class Rig:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from graph_helpers import child_env
+from graph_helpers import child_env, stop
 from rosbags.highlevel import AnyReader
 
 from vla_runtime.profiling.plots import SECTIONS
@@ -130,10 +130,7 @@ def graph(router: str) -> Iterator[None]:
         for process in processes:
             process.terminate()
         for process in processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop(process)
 
 
 @pytest.fixture(scope="module")

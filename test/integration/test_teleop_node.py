@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from graph_helpers import child_env
+from graph_helpers import start_process, stop
 
 from vla_runtime import ros
 from vla_runtime.drivers.emulators.damiao import DamiaoMotorSet, EmulatedMotor
@@ -73,16 +73,6 @@ def move(emulator: ServoBusEmulator, ticks: tuple[int, ...]) -> None:
     emulator.set_positions(dict(zip(IDS, ticks, strict=True)))
 
 
-def start_process(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, *args],
-        env=child_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
 def teleop_node(port: str, *extra: str) -> subprocess.Popen[str]:
     return start_process(
         "-m",
@@ -98,25 +88,6 @@ def teleop_node(port: str, *extra: str) -> subprocess.Popen[str]:
         "leader.driver.packet_timeout_ms:=50.0",  # answers come from a thread of the test
         *extra,
     )
-
-
-def stop(process: subprocess.Popen[str]) -> str:
-    process.terminate()
-    try:
-        out, _ = process.communicate(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        out, _ = process.communicate()
-    return out or ""
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for process in reversed(started):
-        output = stop(process) if process.poll() is None else ""
-        print(f"--- {' '.join(process.args[1:3])}:\n{output}")  # shown when a test fails
 
 
 class Watcher:

@@ -203,3 +203,37 @@ def test_malformed_file(tmp_path: Path) -> None:
         load_rules(path)
     with pytest.raises(DeadlineConfigError, match=r"missing\.yaml"):
         load_rules(tmp_path / "missing.yaml")
+
+
+def test_next_due_is_when_a_time_driven_rule_would_trip_or_release() -> None:
+    engine = DeadlineEngine(
+        [
+            rule(Kind.CAMERA_GAP, 300.0, release_after_s=1.0),
+            rule(Kind.LIVELINESS, 0.5, nodes=("driver",)),
+            rule(Kind.OBSERVATION_AGE, 250.0),  # window-based: judged on input, never due
+        ]
+    )
+    assert engine.next_due_ns() is None  # nothing seen yet
+    engine.observe_camera_frame("wrist", 10 * S)
+    engine.observe_camera_frame("top", 10 * S + 50 * MS)
+    assert engine.next_due_ns() == 10 * S + 300 * MS + 1  # the oldest camera's gap
+    engine.observe_nodes(["driver"], 10 * S - 400 * MS)
+    due = engine.next_due_ns()
+    assert due == 10 * S + 100 * MS + 1  # the node's absence passes 0.5 s first
+    assert engine.evaluate(due - 1) == []  # exactly at the limit: not yet
+    engine.observe_nodes(["driver"], due)
+    assert requests(engine.evaluate(due)) == []
+    gap_due = engine.next_due_ns()
+    assert gap_due == 10 * S + 300 * MS + 1
+    assert requests(engine.evaluate(gap_due)) == ["hold"]  # the camera gap, at its due time
+    assert engine.next_due_ns() == due + 500 * MS + 1  # breached camera rule: nothing due
+    engine.observe_camera_frame("wrist", 11 * S)
+    engine.observe_camera_frame("top", 11 * S)
+    engine.observe_nodes(["driver"], 11 * S)
+    assert engine.evaluate(11 * S) == []  # clear from 11 s: release due 1 s later
+    assert engine.next_due_ns() == 11 * S + 500 * MS + 1  # the node's limit comes before it
+    engine.observe_camera_frame("wrist", 11 * S + 900 * MS)
+    engine.observe_camera_frame("top", 11 * S + 900 * MS)
+    engine.observe_nodes(["driver"], 11 * S + 900 * MS)
+    assert engine.next_due_ns() == 12 * S  # the release hysteresis ends first
+    assert requests(engine.evaluate(12 * S)) == ["release"]

@@ -380,16 +380,15 @@ def test_hidden_context_policy_matches_torch(
     # Depth reasoning extends the cache, so the hidden states of extended tokens are read too.
     options = PolicyOptions(head="recurrent", stop=FIXED_ITERATIONS, depth=True)
     reference, policy = policies(model, export_dir, transform, options)
-    scene = DepthScene(
-        codes=np.full((10, 10), 17, np.uint8), changed=np.eye(10, dtype=np.bool_)
-    )
+    scene = DepthScene(codes=np.full((10, 10), 17, np.uint8), changed=np.eye(10, dtype=np.bool_))
     obs = replace(observation(transform), scene=scene)
     expected = reference.infer(obs)
     got = policy.infer(obs)
     assert expected.depth_codes is not None and got.depth_codes is not None
     np.testing.assert_array_equal(got.depth_codes, expected.depth_codes)
-    assert max_diff(
-        transform.encode_actions(expected.actions), transform.encode_actions(got.actions)
-    ) <= TOLERANCE
+    assert (
+        max_diff(transform.encode_actions(expected.actions), transform.encode_actions(got.actions))
+        <= TOLERANCE
+    )
     with pytest.raises(PolicyError, match="has no flow head"):
         OnnxPolicy(PolicySpec(backend="onnx", model=str(export_dir), head="flow"), transform)

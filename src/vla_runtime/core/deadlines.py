@@ -279,6 +279,32 @@ class DeadlineEngine:
             actions.append(Action("release", names, f"{names} clear"))
         return actions
 
+    def next_due_ns(self) -> int | None:
+        """The earliest time a time-driven rule changes state if nothing new arrives: a camera
+        gap or a node's absence passing its limit, a breached rule's release hysteresis ending.
+        The node evaluates exactly then (rather than on its next periodic check), so such a
+        breach holds the arm within the hold call's round trip of becoming true. None = no such
+        time now (window-based rules change only on input, which is evaluated as it arrives)."""
+        dues: list[int] = []
+        for status in self.statuses:
+            rule = status.rule
+            if status.state == State.BREACHED:
+                if status.clear_since_ns is not None and rule.release_after_s > 0:
+                    dues.append(status.clear_since_ns + math.ceil(rule.release_after_s * _NS))
+                continue
+            if rule.kind == Kind.CAMERA_GAP:
+                cameras = rule.cameras or tuple(self._frames)
+                seen = [self._frames[c] for c in cameras if c in self._frames]
+                limit_ns = math.ceil(rule.limit * 1e6)
+            elif rule.kind == Kind.LIVELINESS:
+                seen = [self._node_seen[n] for n in rule.nodes if n in self._node_seen]
+                limit_ns = math.ceil(rule.limit * _NS)
+            else:
+                continue
+            if seen:
+                dues.append(min(seen) + limit_ns + 1)  # breached once the value exceeds it
+        return min(dues, default=None)
+
     def _measure(self, rule: DeadlineRule, now_ns: int) -> tuple[float, str]:
         """The rule's current value (NaN = nothing to judge) and a one-line reason."""
         if rule.kind == Kind.OBSERVATION_AGE:

@@ -220,6 +220,10 @@ class LatencyMonitor:
     def evaluate(self, now_ns: int) -> list[Action]:
         return self.engine.evaluate(now_ns)
 
+    def next_due_ns(self) -> int | None:
+        """When a time-driven deadline (camera gap, liveliness, release) can next change."""
+        return self.engine.next_due_ns()
+
     def report(self, now_ns: int) -> list[StatusRow]:
         rows = [
             StatusRow(f"{PREFIX}/stage/{name}", "OK", "", stats.window(now_ns).as_values())

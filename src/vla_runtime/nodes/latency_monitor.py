@@ -7,7 +7,9 @@ Subscribes to the pipeline's topics (/cameras/<cam>/image_raw for the embodiment
 /robot/joint_commands, /robot/mode) and /diagnostics (the policy's trace, the driver's loop
 counters and applied chunk). Computes from stamps and traces only (core/latency_monitor.py), so
 it works across machines and on rclpy. On a deadline breach (config/deadlines/<embodiment>.yaml)
-calls /robot/hold once and logs why; on auto-release calls /robot/release. Publishes its
+calls /robot/hold once and logs why; on auto-release calls /robot/release. Time-driven rules
+(camera gap, liveliness) are checked by a one-shot timer at the moment their condition would
+become true, not only by the periodic check. Publishes its
 summaries on /diagnostics at 1 Hz (format: docs/latency.md).
 """
 
@@ -41,7 +43,11 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "embodiment": ("so100", "config/embodiments/<name>.yaml: its policy cameras"),
     "deadlines": ("", "deadline file; empty = config/deadlines/<embodiment>.yaml"),
     "window_s": (10, "rolling window of the stage statistics [s]"),
-    "evaluate_rate_hz": (50.0, "deadline checks per second (also on every chunk)"),
+    "evaluate_rate_hz": (
+        50.0,
+        "periodic deadline checks per second, a backstop: rules are also checked on every "
+        "chunk and status, and exactly when a camera gap or a node's absence reaches its limit",
+    ),
 }
 
 
@@ -104,6 +110,8 @@ class LatencyMonitorNode(ros.Node):
             request: self.create_client(Trigger, f"/robot/{request}")
             for request in ("hold", "release")
         }
+        self._due_timer: Any = None
+        self._due_ns: int | None = None
         self.create_timer(1.0 / float(value["evaluate_rate_hz"]), self._evaluate)
         self.create_timer(1.0, self._publish)
         self.get_logger().info(
@@ -121,7 +129,11 @@ class LatencyMonitorNode(ros.Node):
         return on_message
 
     def _on_image(self, camera: str) -> Any:
-        return lambda stamp_ns, now_ns: self.monitor.on_image(camera, stamp_ns, now_ns)
+        def on_image(stamp_ns: int, now_ns: int) -> None:
+            self.monitor.on_image(camera, stamp_ns, now_ns)
+            self._schedule()  # a camera seen for the first time: its gap is now watched
+
+        return on_image
 
     def _on_chunk(self, msg: Any) -> None:
         now_ns = time.time_ns()
@@ -142,11 +154,36 @@ class LatencyMonitorNode(ros.Node):
                 self.monitor.on_policy_status(values, now_ns)
             elif name.startswith("driver"):
                 self.monitor.on_driver_status(values, now_ns)
+        self._act(self.monitor.evaluate(now_ns))  # a slow policy or an overrunning driver
 
     # -- outputs --------------------------------------------------------------------------
 
     def _evaluate(self) -> None:
-        self._act(self.monitor.evaluate(time.time_ns()))
+        now_ns = time.time_ns()
+        self.monitor.on_nodes(self.get_node_names(), now_ns)  # liveliness at the check's rate
+        self._act(self.monitor.evaluate(now_ns))
+        self._schedule()
+
+    def _schedule(self) -> None:
+        """Arm a one-shot timer for the next time-driven change (core: next_due_ns). Frames
+        only move a gap's due time later, so an armed timer earlier than that is kept: it fires,
+        finds the rule clear, and re-arms for the new time (once per limit, not per frame)."""
+        due_ns = self.monitor.next_due_ns()
+        if due_ns is None or (self._due_ns is not None and self._due_ns <= due_ns):
+            return
+        if self._due_timer is not None:
+            self._due_timer.cancel()
+            self.destroy_timer(self._due_timer)
+        self._due_ns = due_ns
+        delay_s = max((due_ns - time.time_ns()) / 1e9, 1e-4)
+        self._due_timer = self.create_timer(delay_s, self._on_due)
+
+    def _on_due(self) -> None:
+        if self._due_timer is not None:
+            self._due_timer.cancel()
+            self.destroy_timer(self._due_timer)
+        self._due_timer, self._due_ns = None, None
+        self._evaluate()
 
     def _act(self, actions: list[Action]) -> None:
         for action in actions:
