@@ -12,8 +12,10 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
@@ -108,3 +110,19 @@ def wait_for_path(path: Path, timeout_s: float = 15.0) -> None:
     while not path.exists():
         assert time.monotonic() < deadline, f"{path} never appeared"
         time.sleep(0.05)
+
+
+def spin_in_background(node: Any, period_s: float = 0.05) -> threading.Thread:
+    """Spin `node` with its own single-threaded executor on a daemon thread until shutdown."""
+    from vla_runtime import ros
+
+    executor = ros.SingleThreadedExecutor()
+    executor.add_node(node)
+
+    def spin() -> None:
+        while ros.ok():
+            executor.spin_once(timeout_sec=period_s)
+
+    thread = threading.Thread(target=spin, daemon=True)
+    thread.start()
+    return thread

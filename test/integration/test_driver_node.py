@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from graph_helpers import start_process, stop, wait_for_path
+from graph_helpers import spin_in_background, start_process, stop, wait_for_path
 
 from vla_runtime import ros
 from vla_runtime.drivers.embodiment import EmbodimentConfig
@@ -155,14 +155,7 @@ class Operator:
             name: self.node.create_client(Trigger, f"/robot/{name}")
             for name in ("engage_policy", "engage_teleop", "hold", "release")
         }
-        self.executor = ros.SingleThreadedExecutor()
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self) -> None:
-        while ros.ok():
-            self.executor.spin_once(timeout_sec=0.05)
+        self.thread = spin_in_background(self.node)
 
     def _on_mode(self, msg: Any) -> None:
         self.mode = msg.data

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from graph_helpers import start_process, stop, wait_for_path
+from graph_helpers import spin_in_background, start_process, stop, wait_for_path
 
 from vla_runtime import ros
 from vla_runtime.ros import convert
@@ -155,14 +155,7 @@ class Operator:
         self.camera = self.node.create_publisher(Image, "/cameras/third_person/image_raw", sensor)
         self.diagnostics = self.node.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.engage = self.node.create_client(Trigger, "/robot/engage_policy")
-        self.executor = ros.SingleThreadedExecutor()
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self) -> None:
-        while ros.ok():
-            self.executor.spin_once(timeout_sec=0.02)
+        self.thread = spin_in_background(self.node, 0.02)
 
     def _on_mode(self, msg: Any) -> None:
         with self.lock:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from graph_helpers import start_process, stop
+from graph_helpers import spin_in_background, start_process, stop
 
 from vla_runtime import ros
 from vla_runtime.drivers.emulators.damiao import DamiaoMotorSet, EmulatedMotor
@@ -110,14 +110,7 @@ class Watcher:
             name: self.node.create_client(Trigger, f"/robot/{name}")
             for name in ("engage_teleop", "release")
         }
-        self.executor = ros.SingleThreadedExecutor()
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self) -> None:
-        while ros.ok():
-            self.executor.spin_once(timeout_sec=0.05)
+        self.thread = spin_in_background(self.node)
 
     def _target(self, msg: Any) -> None:
         arrays = convert.joint_state_to_numpy(msg)
