@@ -21,6 +21,7 @@ NODE_EXECUTABLES = [
     "teleop_node",
     "policy_node",
     "latency_monitor",
+    "camera_node",
 ]
 
 
@@ -78,6 +79,9 @@ setup(
         "dynamixel-sdk>=3.7",  # Dynamixel leader arms (GELLO-style)
         "python-can>=4.3,<5",  # Damiao motors (YAM) over socketcan / slcan
         "pyserial>=3.5",
+        # RealSense cameras (and the software devices of the tests); wheels only for x86_64,
+        # so elsewhere the realsense source says how to install it (built from source).
+        'pyrealsense2>=2.54; platform_machine == "x86_64"',
         # Policy runtime: the reference model (torch), its weights, and the ONNX backend.
         # scripts/setup.sh installs torch==2.13.0 first (a CPU wheel where one is provided);
         # any torch >= 2.4 that is already there (CUDA build on a robot PC) is kept.
@@ -91,6 +95,9 @@ setup(
         "mcap-ros2-support>=0.5",
         "matplotlib>=3.7",
         "rich>=13",
+        "mujoco>=3.1",  # simulated world (sim/); renders offscreen through EGL (Mesa, no GPU)
+        # Cameras: V4L2 devices and video files (headless: no GUI libraries on robots).
+        "opencv-python-headless>=4.8",
     ],
     extras_require={
         "dev": [

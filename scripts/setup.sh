@@ -18,6 +18,12 @@ fi
 command -v ip >/dev/null 2>&1 || need_system+=(iproute2)       # `ip link set lo up` in test namespaces
 command -v unshare >/dev/null 2>&1 || need_system+=(util-linux)
 command -v git >/dev/null 2>&1 || need_system+=(git)
+# MuJoCo's offscreen rendering (sim/) without a display or GPU: EGL on Mesa's llvmpipe
+compgen -G '/usr/lib*/libEGL_mesa.so.0' >/dev/null || compgen -G '/usr/lib*/*/libEGL_mesa.so.0' \
+  >/dev/null || need_system+=(libegl1 libegl-mesa0 libgl1-mesa-dri)
+# pyrealsense2 (cameras/realsense_source.py) loads libusb-1.0 at import
+compgen -G '/usr/lib*/libusb-1.0.so.0' >/dev/null || compgen -G '/usr/lib*/*/libusb-1.0.so.0' \
+  >/dev/null || need_system+=(libusb-1.0-0)
 if ((${#need_system[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     log "installing system packages: ${need_system[*]}"

@@ -14,7 +14,13 @@ from vla_runtime import __version__
 
 
 def _parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], int]]]:
-    from vla_runtime.cli import graph_commands, policy_commands, profiling_commands, router
+    from vla_runtime.cli import (
+        graph_commands,
+        policy_commands,
+        profiling_commands,
+        router,
+        sim_command,
+    )
 
     parser = argparse.ArgumentParser(
         prog="vla-runtime",
@@ -30,6 +36,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Nam
         "  vla-runtime policy bench --config tiny --head recurrent\n"
         "  vla-runtime record -o run.mcap --duration 60  # then: vla-runtime report run.mcap\n"
         "  vla-runtime top\n"
+        "  vla-runtime sim so100 --servo-bus      # simulated world, cameras, emulated bus\n"
         "Environment: ROS_DOMAIN_ID, VLA_RUNTIME_ROUTER, ZENOH_SESSION_CONFIG_URI, "
         "ZENOH_ROUTER_CONFIG_URI, ZENOH_CONFIG_OVERRIDE.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -47,6 +54,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Nam
     graph_commands.register(commands, handlers)
     policy_commands.register(commands, handlers)
     profiling_commands.register(commands, handlers)
+    sim_command.register(commands, handlers)
 
     sub = commands.add_parser(
         "calibrate", help="calibrate an arm (homing offsets, ranges, joint conventions)"
