@@ -229,26 +229,54 @@ def test_recurrent_fixed_iterations(
     assert out.trace.iterations == iterations and out.trace.stop_reason == "max_iterations"
 
 
+class SteppingClock:
+    """Scripted time: every reading is `step_s` later than the one before."""
+
+    def __init__(self, step_s: float) -> None:
+        self.now_s = 0.0
+        self.step_s = step_s
+
+    def __call__(self) -> float:
+        self.now_s += self.step_s
+        return self.now_s
+
+
 def test_recurrent_deadline_stops_before_an_iteration_that_would_not_fit(
+    model: ReferenceModel, transform: EmbodimentTransform
+) -> None:
+    """With scripted time (1 ms per clock reading) the deadline stop is exact."""
+    never = StopRule(threshold=0.0, min_iterations=32, max_iterations=32)
+    head = model.recurrent_head
+    assert head is not None
+    clock = SteppingClock(1e-3)
+    deadline = ModelPolicy(
+        TorchRunner(model), transform, PolicyOptions(head="recurrent", stop=never),
+        initial_state_std=head.initial_state_std(), clock=clock,
+    )  # fmt: skip
+    obs = observation(transform)
+    assert deadline.infer(obs).trace.iterations == 32  # no budget: runs to max
+    # infer() reads the clock 4 times before the head (start, vision, prefill laps), each
+    # iteration twice (1 ms of cost, 2 ms of elapsed time), so after k iterations 3 + 2k ms
+    # have passed; the next iteration is estimated at mean + 2 x deviation -> 1 ms (+0.03).
+    cut = deadline.infer(obs, time_budget_s=0.030)
+    assert cut.trace.stop_reason == "deadline"
+    # k = 13: 29 ms + ~1.03 ms would pass 30 ms; k = 12 (27 + 1.05) still fits
+    assert cut.trace.iterations == 13
+    assert cut.trace.total_ms <= 30.0 + 1.0
+    assert math.isfinite(cut.trace.residual)
+    # a budget already spent still yields one iteration's chunk
+    late = deadline.infer(obs, time_budget_s=1e-6)
+    assert late.trace.iterations == 1 and late.trace.stop_reason == "deadline"
+    assert np.all(np.isfinite(late.actions))
+
+
+def test_recurrent_deadline_on_the_real_clock(
     model: ReferenceModel, transform: EmbodimentTransform
 ) -> None:
     never = StopRule(threshold=0.0, min_iterations=32, max_iterations=32)
     head = policy(model, transform, head="recurrent", stop=never)
-    obs = observation(transform)
-    runs = [head.infer(obs) for _ in range(3)]
-    assert all(run.trace.iterations == 32 for run in runs)
-    pre_head_s = min(run.trace.total_ms - run.trace.action_ms for run in runs) / 1e3
-    per_iteration_s = head.iteration_cost.mean_s
-    budget_s = pre_head_s + 12 * per_iteration_s  # room for ~12 of the 32 iterations
-    cut = head.infer(obs, time_budget_s=budget_s)
-    assert cut.trace.stop_reason == "deadline"
-    assert 1 <= cut.trace.iterations < 32
-    if cut.trace.iterations >= 2:
-        assert math.isfinite(cut.trace.residual)
-    # even a budget already spent yields one iteration's chunk
-    late = head.infer(obs, time_budget_s=1e-6)
-    assert late.trace.iterations == 1 and late.trace.stop_reason == "deadline"
-    assert np.all(np.isfinite(late.actions))
+    cut = head.infer(observation(transform), time_budget_s=1e-6)
+    assert cut.trace.iterations == 1 and cut.trace.stop_reason == "deadline"
 
 
 def test_context_projection_once_equals_per_iteration(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -135,6 +136,7 @@ class ModelPolicy(Policy):
         options: PolicyOptions,
         *,
         initial_state_std: float = 0.632,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         config = runner.config
         if options.head not in config.heads:
@@ -154,6 +156,7 @@ class ModelPolicy(Policy):
         self.tokenizer = PromptTokenizer(config.state_bins, config.depth_codes)
         self.initial_state_std = initial_state_std
         self.iteration_cost = IterationCostEstimator()
+        self._clock = clock  # seconds, monotonic; injectable so tests can script time
         self._mask = transform.action_mask()
         runner.set_action_mask(self._mask)
         self._rng = np.random.default_rng(options.seed)
@@ -186,7 +189,7 @@ class ModelPolicy(Policy):
     def infer(
         self, observation: Observation, *, time_budget_s: float | None = None
     ) -> PolicyOutput:
-        start = time.monotonic()
+        start = self._clock()
         trace = PolicyTrace()
         transform = self.transform
         transform.check_observation(
@@ -207,22 +210,22 @@ class ModelPolicy(Policy):
                 depth=self.options.depth,
             )
             trace.prompt_tokens = int(tokens.size)
-            mark = time.monotonic()
+            mark = self._clock()
             visual = runner.encode_images(pixels)
             runner.synchronize()
-            trace.vision_ms, mark = _lap(mark)
+            trace.vision_ms, mark = self._lap(mark)
             logits = runner.prefill(tokens, visual)
-            trace.prefill_ms, mark = _lap(mark)
+            trace.prefill_ms, mark = self._lap(mark)
             depth_codes = None
             if self.options.depth:
                 scene = observation.scene or DepthScene.full_refresh(observation.stamp_ns)
                 depth_codes = self._decode_depth(logits, scene, trace)
-                trace.depth_ms, mark = _lap(mark)
+                trace.depth_ms, mark = self._lap(mark)
             if self.options.head == "flow":
                 normalized = self._flow(trace)
             else:
                 normalized = self._recurrent(trace, start, time_budget_s)
-            trace.action_ms, mark = _lap(mark)
+            trace.action_ms, mark = self._lap(mark)
         except PolicyError:
             raise
         except (RuntimeError, ValueError) as exc:
@@ -230,7 +233,7 @@ class ModelPolicy(Policy):
         if not np.all(np.isfinite(normalized)):
             raise PolicyError("the model produced non-finite actions; nothing published")
         actions = transform.decode_actions(normalized)
-        trace.total_ms = (time.monotonic() - start) * 1e3
+        trace.total_ms = (self._clock() - start) * 1e3
         return PolicyOutput(
             actions=actions,
             joint_names=self.joint_names,
@@ -239,6 +242,10 @@ class ModelPolicy(Policy):
             depth_codes=depth_codes,
             trace=trace,
         )
+
+    def _lap(self, mark: float) -> tuple[float, float]:
+        now = self._clock()
+        return (now - mark) * 1e3, now
 
     def _decode_depth(
         self, logits: npt.NDArray[np.float32], scene: DepthScene, trace: PolicyTrace
@@ -295,9 +302,9 @@ class ModelPolicy(Policy):
         iterations = 0
         residual = math.nan
         while True:
-            began = time.monotonic()
+            began = self._clock()
             state, chunk = runner.recurrent_iterate(prepared, state)
-            now = time.monotonic()
+            now = self._clock()
             self.iteration_cost.update(now - began)
             iterations += 1
             current = chunk.reshape(head.queries, -1)
@@ -312,8 +319,3 @@ class ModelPolicy(Policy):
         trace.residual = residual
         trace.stop_reason = reason
         return previous
-
-
-def _lap(mark: float) -> tuple[float, float]:
-    now = time.monotonic()
-    return (now - mark) * 1e3, now
