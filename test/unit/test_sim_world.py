@@ -141,3 +141,114 @@ def test_mimic_fingers_follow_their_leader() -> None:
     assert world.joint_positions()[-1] == pytest.approx(0.03, abs=2e-3)
     assert world.data.qpos[mirror] == pytest.approx(world.joint_positions()[-1], abs=2e-3)
     world.close()
+
+
+def test_camera_intrinsics_follow_the_mujoco_fovy_and_render_size(world: World) -> None:
+    import math
+
+    for camera in world.camera_names:
+        fx, fy, cx, cy = world.camera_intrinsics(camera)
+        fovy = math.radians(float(world.model.cam_fovy[world.model.camera(camera).id]))
+        assert fy == pytest.approx(HEIGHT / (2 * math.tan(fovy / 2)))
+        assert (fx, cx, cy) == pytest.approx((fy, WIDTH / 2, HEIGHT / 2))
+    with pytest.raises(KeyError, match="no camera 'nope'"):
+        world.camera_intrinsics("nope")
+
+
+def test_damiao_coupling_servos_on_mit_targets_and_reports_the_world() -> None:
+    """MIT frames in (as a driver sends them), world joints move, feedback carries them."""
+    from vla_runtime.drivers.emulators.damiao import DamiaoMotorSet
+    from vla_runtime.drivers.yam.damiao import (
+        MitCommand,
+        SpecialCommand,
+        decode_feedback,
+        encode_mit,
+        motor_model,
+        special_frame,
+    )
+    from vla_runtime.sim.coupling import DamiaoCoupling
+
+    world = build_world(WorldConfig("yam_bimanual", 32, 24))
+    ids = (1, 2, 3, 4, 5, 6, 7)
+    models = ("DM4340",) * 3 + ("DM4310",) * 4
+    left = [n for n in world.joint_names if n.startswith("left_")]
+    motors = DamiaoMotorSet.from_models(ids, models, internal_physics=False, watchdog_s=60.0)
+    coupling = DamiaoCoupling(motors, left, gripper_id=7)
+    try:
+        world.reset()
+        start = world.joint_positions()
+        coupling.report(world)
+        assert motors.positions()[:6] == pytest.approx(start[:6])
+        # Disabled motors hold nothing: the targets follow the joints.
+        coupling.command(world)
+        np.testing.assert_allclose(world.joint_targets(), start, atol=1e-9)
+
+        answers: list[tuple[int, bytes]] = []
+
+        def reply(arbitration_id: int, data: bytes) -> None:
+            answers.append((arbitration_id, data))
+
+        goal = start[:7].copy()
+        goal[0] += 0.3
+        goal[6] = 0.02  # gripper [m] → motor angle
+        motor_goal = coupling.to_motors(goal)
+        assert motor_goal[6] == pytest.approx(6.57 * 0.02 / 0.04695)
+        for k, motor_id in enumerate(ids):
+            motors.handle_frame(motor_id, special_frame(SpecialCommand.ENABLE), reply)
+            command = MitCommand(float(motor_goal[k]), kp=50.0, kd=2.0)
+            motors.handle_frame(motor_id, encode_mit(command, motor_model(models[k])), reply)
+        for _ in range(200):  # 0.4 s of world time
+            coupling.command(world)
+            world.step(1)
+            coupling.report(world)
+        positions = world.joint_positions()
+        np.testing.assert_allclose(positions[:7], goal, atol=0.01)
+        np.testing.assert_allclose(positions[7:], start[7:], atol=0.01)  # right arm untouched
+        answers.clear()
+        motors.handle_frame(
+            1, encode_mit(MitCommand(float(motor_goal[0]), kp=50.0), motor_model("DM4340")), reply
+        )
+        feedback = decode_feedback(answers[-1][1], motor_model("DM4340"))
+        assert feedback.position_rad == pytest.approx(positions[0], abs=1e-3)
+    finally:
+        motors.close()
+        world.close()
+
+
+def test_franka_coupling_tracks_the_stand_ins_targets_and_reports_the_world() -> None:
+    from vla_runtime.sim.coupling import FrankaCoupling
+
+    class Arm:
+        def __init__(self, targets: np.ndarray) -> None:
+            self.attached = False
+            self._targets = targets
+            self.reported: tuple[np.ndarray, np.ndarray | None] | None = None
+
+        def attach_world(self) -> None:
+            self.attached = True
+
+        def targets(self) -> np.ndarray:
+            return self._targets.copy()
+
+        def set_positions(
+            self, positions: np.ndarray, velocities: np.ndarray | None = None
+        ) -> None:
+            self.reported = (positions, velocities)
+
+    world = build_world(WorldConfig("franka", 32, 24))
+    try:
+        world.reset()
+        goal = world.joint_positions()
+        goal[0] += 0.2
+        arm = Arm(goal)
+        coupling = FrankaCoupling(arm)
+        assert arm.attached
+        for _ in range(300):
+            coupling.command(world)
+            world.step(1)
+            coupling.report(world)
+        np.testing.assert_allclose(world.joint_positions(), goal, atol=0.01)
+        assert arm.reported is not None
+        np.testing.assert_allclose(arm.reported[0], world.joint_positions())
+    finally:
+        world.close()

@@ -15,6 +15,7 @@ renders through EGL on Mesa's software rasteriser (llvmpipe), or OSMesa with MUJ
 from __future__ import annotations
 
 import logging
+import math
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -243,6 +244,16 @@ class World:
         self._renderer.update_scene(self.data, camera=camera)
         image: ImageArray = self._renderer.render()
         return image
+
+    def camera_intrinsics(self, camera: str) -> tuple[float, float, float, float]:
+        """(fx, fy, cx, cy) [px] of `camera` at the render size: pinhole from the MuJoCo
+        camera's vertical field of view, square pixels, principal point at the centre."""
+        if camera not in self.camera_names:
+            raise KeyError(f"no camera {camera!r}; cameras: {', '.join(self.camera_names)}")
+        fovy = math.radians(float(self.model.cam_fovy[self.model.camera(camera).id]))
+        width, height = self.config.width, self.config.height
+        fy = height / (2.0 * math.tan(fovy / 2.0))
+        return fy, fy, width / 2.0, height / 2.0
 
     def close(self) -> None:
         """Release the GL context. Safe to repeat."""
