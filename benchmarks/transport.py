@@ -45,7 +45,6 @@ import contextlib
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -55,11 +54,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from _common import free_port, wait_port
+from _common import free_port, in_private_netns, reexec_in_private_netns, wait_port
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-NETNS_ENV = "VLA_BENCH_IN_NETNS"
 
 IMAGE_W, IMAGE_H = 640, 480
 N_JOINTS = 14
@@ -848,38 +846,6 @@ def _print_table(rows: list[dict[str, Any]], skipped: list[tuple[str, str, str]]
             )
 
 
-def _maybe_reexec_in_netns(argv: list[str]) -> None:
-    """Re-run this driver in a private network namespace with only loopback up."""
-    if os.environ.get(NETNS_ENV) or shutil.which("unshare") is None:
-        if not os.environ.get(NETNS_ENV):
-            print("note: unshare not found; running on the host loopback", file=sys.stderr)
-        return
-    probe = subprocess.run(
-        ["unshare", "-n", "sh", "-c", "ip link set lo up"], capture_output=True, text=True
-    )
-    if probe.returncode != 0:
-        print(
-            f"note: no private network namespace ({probe.stderr.strip()[:120]}); "
-            "running on the host loopback",
-            file=sys.stderr,
-        )
-        return
-    env = dict(os.environ)
-    env[NETNS_ENV] = "1"
-    cmd = [
-        "unshare",
-        "-n",
-        "sh",
-        "-c",
-        'ip link set lo up && exec "$0" "$@"',
-        sys.executable,
-        str(Path(__file__).resolve()),
-        *argv,
-    ]
-    sys.stdout.flush()
-    os.execvpe("unshare", cmd, env)
-
-
 def _machine() -> str:
     model = platform.processor() or "?"
     with contextlib.suppress(OSError):
@@ -892,8 +858,8 @@ def _machine() -> str:
 
 def driver(args: argparse.Namespace, argv: list[str]) -> int:
     if not args.no_netns:
-        _maybe_reexec_in_netns(argv)
-    where = "private netns (loopback only)" if os.environ.get(NETNS_ENV) else "host loopback"
+        reexec_in_private_netns(Path(__file__).resolve(), argv)
+    where = "private netns (loopback only)" if in_private_netns() else "host loopback"
     cases = [CASES[c.strip()] for c in args.cases.split(",") if c.strip()]
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     for b in backends:

@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-SRC = str(Path(__file__).resolve().parents[2] / "src")
+REPO = Path(__file__).resolve().parents[2]
+SRC = str(REPO / "src")
 
 
 def free_port() -> int:
@@ -126,3 +127,21 @@ def spin_in_background(node: Any, period_s: float = 0.05) -> threading.Thread:
     thread = threading.Thread(target=spin, daemon=True)
     thread.start()
     return thread
+
+
+def teleop_node(port: str, *extra: str) -> subprocess.Popen[str]:
+    """teleop_node following an SO100 leader on `port` (the SO100 follower's limits)."""
+    return start_process(
+        "-m",
+        "vla_runtime.nodes.teleop_node",
+        "--ros-args",
+        "--params-file",
+        str(REPO / "config/embodiments/so100.yaml"),
+        "--params-file",
+        str(REPO / "config/embodiments/so100_leader.yaml"),
+        "-p",
+        f"leader.driver.port:={port}",
+        "-p",
+        "leader.driver.packet_timeout_ms:=50.0",  # answers come from a thread of the test
+        *extra,
+    )

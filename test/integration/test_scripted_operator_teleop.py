@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from graph_helpers import spin_in_background, start_process, wait_for_path
+from graph_helpers import spin_in_background, start_process, teleop_node, wait_for_path
 
 from vla_runtime import ros
 from vla_runtime.drivers.emulators.servo_bus import ServoBusEmulator
@@ -75,22 +75,6 @@ class Targets:
         time.sleep(seconds)
         with self.lock:
             return [(stamp * 1e-9, position) for stamp, position in self.received]
-
-
-def teleop_node(port: str) -> subprocess.Popen[str]:
-    return start_process(
-        "-m",
-        "vla_runtime.nodes.teleop_node",
-        "--ros-args",
-        "--params-file",
-        str(ROOT / "config/embodiments/so100.yaml"),
-        "--params-file",
-        str(ROOT / "config/embodiments/so100_leader.yaml"),
-        "-p",
-        f"leader.driver.port:={port}",
-        "-p",
-        "leader.driver.packet_timeout_ms:=50.0",
-    )
 
 
 def check_follows(

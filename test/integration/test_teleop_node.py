@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from graph_helpers import spin_in_background, start_process, stop
+from graph_helpers import spin_in_background, start_process, stop, teleop_node
 
 from vla_runtime import ros
 from vla_runtime.drivers.emulators.damiao import DamiaoMotorSet, EmulatedMotor
@@ -71,23 +71,6 @@ def leader() -> Iterator[ServoBusEmulator]:
 
 def move(emulator: ServoBusEmulator, ticks: tuple[int, ...]) -> None:
     emulator.set_positions(dict(zip(IDS, ticks, strict=True)))
-
-
-def teleop_node(port: str, *extra: str) -> subprocess.Popen[str]:
-    return start_process(
-        "-m",
-        "vla_runtime.nodes.teleop_node",
-        "--ros-args",
-        "--params-file",
-        str(ROOT / "config/embodiments/so100.yaml"),
-        "--params-file",
-        str(ROOT / "config/embodiments/so100_leader.yaml"),
-        "-p",
-        f"leader.driver.port:={port}",
-        "-p",
-        "leader.driver.packet_timeout_ms:=50.0",  # answers come from a thread of the test
-        *extra,
-    )
 
 
 class Watcher:
