@@ -421,7 +421,10 @@ def test_a_descheduled_driver_overruns_its_loop_and_the_monitor_holds_it(
     message = op.status(name).message
     assert message.startswith("breached: driver_overruns: driver overran "), message
     assert message.endswith("of its ticks over 2 s (limit 30.0%)"), message
-    assert float(op.values(name)["value"]) > 0.3
+    # the overrun rate at the breach, from its reason: `value` is the current window's rate,
+    # which falls again once the driver runs freely (the load stops at HOLD)
+    overran = message.removeprefix("breached: driver_overruns: driver overran ").split("%")[0]
+    assert float(overran) > 30.0, message
     stream.stop()
     log = overrun_graph.output(0)
     assert log.count("deadline hold: driver_overruns") == 1, log
