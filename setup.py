@@ -22,6 +22,7 @@ NODE_EXECUTABLES = [
     "policy_node",
     "latency_monitor",
     "camera_node",
+    "think_node",
 ]
 
 

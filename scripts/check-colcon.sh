@@ -35,7 +35,7 @@ prefix="$work/install/vla_runtime"
 missing=0
 for path in lib/vla_runtime/vla-runtime lib/vla_runtime/talker_node lib/vla_runtime/listener_node \
     lib/vla_runtime/driver_node lib/vla_runtime/teleop_node lib/vla_runtime/policy_node \
-    lib/vla_runtime/latency_monitor lib/vla_runtime/camera_node \
+    lib/vla_runtime/latency_monitor lib/vla_runtime/camera_node lib/vla_runtime/think_node \
     share/vla_runtime/package.xml \
     share/vla_runtime/launch/bringup.launch.py \
     share/vla_runtime/config/graphs/demo_talker_listener.yaml \

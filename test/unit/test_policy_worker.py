@@ -245,12 +245,12 @@ def test_bgr_frames_become_rgb_joints_are_reordered_and_unknown_inputs_rejected(
 def test_the_scene_drives_depth_reasoning(
     depth_policy: Policy, make_worker: Callable[..., PolicyWorker], collector: Collector
 ) -> None:
-    worker = make_worker(depth_policy, scene=True)
+    # A long scene wait: the frame waits for its scene, which arrives after the frame.
+    worker = make_worker(depth_policy, scene=True, scene_wait_s=30.0)
     worker.start()
     feed(worker, 100 * MS)
     time.sleep(0.3)
-    assert collector.outputs == []  # the scene is required
-    assert worker.sync.missing() == ("scene",)
+    assert collector.outputs == []  # still waiting for the primary frame's scene
     grid = np.zeros((10, 10, 2), np.uint8)
     grid[..., 0] = 7
     grid[2:4, 5:8, 1] = 1  # six changed cells
@@ -258,15 +258,30 @@ def test_the_scene_drives_depth_reasoning(
     wait_for(lambda: len(collector.outputs) == 1, 20.0, "a chunk with depth tokens")
     output = collector.outputs[0]
     assert output.depth_codes is not None and output.depth_codes.shape == (10, 10)
+    assert output.depth_stamp_ns == 100 * MS  # the primary frame's stamp, like the scene
     unchanged = grid[..., 1] == 0
     assert np.array_equal(output.depth_codes[unchanged], grid[..., 0][unchanged])
     assert output.trace.changed_cells == 6
+    assert worker.stats().scenes_missing == 0
 
     bad = grid.copy()
     bad[0, 0, 0] = 200  # codes are 0..127
     assert "depth codes" in (worker.add_scene(200 * MS, bad) or "")
     assert "10x10x2" in (worker.add_scene(200 * MS, grid[:5]) or "")
     assert worker.stats().inputs_rejected == 2
+
+
+def test_without_a_scene_every_cell_is_decoded(
+    depth_policy: Policy, make_worker: Callable[..., PolicyWorker], collector: Collector
+) -> None:
+    worker = make_worker(depth_policy, scene=True, scene_wait_s=0.0)  # think node absent
+    worker.start()
+    feed(worker, 100 * MS)
+    wait_for(lambda: len(collector.outputs) == 1, 20.0, "a chunk without a scene")
+    output = collector.outputs[0]
+    assert output.trace.changed_cells == 100 and output.depth_stamp_ns == 100 * MS
+    assert worker.stats().scenes_missing == 1
+    assert worker.diagnostics()[2]["scenes_missing"] == "1"
 
 
 def test_the_time_budget_reaches_the_anytime_head(

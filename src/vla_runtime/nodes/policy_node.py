@@ -4,9 +4,12 @@
 
 Subscribes to the policy's cameras (`camera_topics`, default /cameras/<cam>/image_raw in the
 model's camera order, sensor-data QoS, rgb8 or bgr8), /robot/joint_states and, with
-`scene_topic` set, MolmoThink's scene (10x10 8UC2: cached code, changed flag). Publishes
-/policy/action_chunk (header.stamp = the observation's capture stamp, row i at i / chunk rate),
-/policy/depth_tokens (10x10 mono8, same stamp) when depth reasoning ran, and /diagnostics at
+`scene_topic` set, MolmoThink's scene (10x10 8UC2: cached code, changed flag; stamped with
+the primary camera frame it was computed on). An observation uses the scene of its primary
+frame; when none comes within `scene_wait_s` (think node absent or late) every depth cell is
+decoded. Publishes /policy/action_chunk (header.stamp = the observation's capture stamp, row i
+at i / chunk rate), /policy/depth_tokens (10x10 mono8, the full grid, stamped with the primary
+frame, like the scene) when depth reasoning ran, and /diagnostics at
 1 Hz (status 'policy': the last inference's stage times, iterations, residual, counters).
 Inference runs on a worker thread (policy/worker.py), back-to-back on fresh data (DESIGN §4).
 """
@@ -48,6 +51,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "threads": (0, "intra-op CPU threads (0 = library default)"),
     "prompt": ("", "task instruction; empty = the embodiment's default prompt"),
     "scene_topic": ("", "MolmoThink scene topic (e.g. /think/scene); empty = no depth reasoning"),
+    "scene_wait_s": (0.03, "a frame waits this long for its scene, then decodes all cells [s]"),
     "sync_tolerance_s": (0.05, "an observation's stamps lie within this of its newest frame [s]"),
     "max_rate_hz": (0.0, "inference rate cap [Hz]; 0 = back-to-back"),
     "time_budget_s": (0.0, "wall time one inference may use [s]; 0 = none"),
@@ -77,6 +81,7 @@ class PolicyNode(ros.Node):
                 time_budget_s=value["time_budget_s"],
                 prompt=value["prompt"],
                 scene=bool(scene_topic),
+                scene_wait_s=value["scene_wait_s"],
             )
             policy = create_policy(spec)
         except (ValueError, PolicyError, OSError, ImportError) as exc:  # names what to change
@@ -167,7 +172,9 @@ class PolicyNode(ros.Node):
         )
         if output.depth_codes is not None:
             self._depth_tokens.publish(
-                convert.numpy_to_image(output.depth_codes, "mono8", stamp_ns=output.stamp_ns)
+                convert.numpy_to_image(
+                    output.depth_codes, "mono8", stamp_ns=output.depth_stamp_ns or output.stamp_ns
+                )
             )
         if self._announce:
             self._announce = False

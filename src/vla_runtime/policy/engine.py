@@ -216,10 +216,11 @@ class ModelPolicy(Policy):
             trace.vision_ms, mark = self._lap(mark)
             logits = runner.prefill(tokens, visual)
             trace.prefill_ms, mark = self._lap(mark)
-            depth_codes = None
+            depth_codes, depth_stamp_ns = None, 0
             if self.options.depth:
                 scene = observation.scene or DepthScene.full_refresh(observation.stamp_ns)
                 depth_codes = self._decode_depth(logits, scene, trace)
+                depth_stamp_ns = scene.stamp_ns
                 trace.depth_ms, mark = self._lap(mark)
             if self.options.head == "flow":
                 normalized = self._flow(trace)
@@ -241,6 +242,7 @@ class ModelPolicy(Policy):
             stamp_ns=observation.stamp_ns,
             depth_codes=depth_codes,
             trace=trace,
+            depth_stamp_ns=depth_stamp_ns,
         )
 
     def _lap(self, mark: float) -> tuple[float, float]:

@@ -129,6 +129,8 @@ class PolicyOutput:
         chunk_rate_hz: row i is meant for stamp + i / chunk_rate_hz.
         stamp_ns: the observation's capture time.
         depth_codes: (10, 10) uint8 predicted depth grid when depth reasoning ran, else None.
+        depth_stamp_ns: capture stamp of the frame the depth grid answers (the scene's stamp:
+            the primary camera's frame), 0 when no depth reasoning ran.
         trace: per-stage timings and adaptive-compute decisions.
     """
 
@@ -138,6 +140,7 @@ class PolicyOutput:
     stamp_ns: int
     depth_codes: npt.NDArray[np.uint8] | None = None
     trace: PolicyTrace = field(default_factory=PolicyTrace)
+    depth_stamp_ns: int = 0
 
 
 class Policy(abc.ABC):

@@ -14,6 +14,7 @@ import contextlib
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -32,7 +33,8 @@ from vla_runtime.policy.interface import (
 )
 
 JOINT_STATES = "joint_states"
-SCENE = "scene"
+# Scenes kept by stamp: ~1 s of primary frames at 30 Hz.
+SCENE_HISTORY = 32
 # A joint state ring this long covers ~320 ms at the driver's 100 Hz state rate (SO100).
 JOINT_STATE_HISTORY = 32
 # Fresh frames but no synchronised observation for this long is reported (WARN).
@@ -48,7 +50,7 @@ class JointSample:
     positions: npt.NDArray[np.float64]
 
 
-Payload = npt.NDArray[np.uint8] | JointSample | DepthScene
+Payload = npt.NDArray[np.uint8] | JointSample
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,10 @@ class WorkerOptions:
         time_budget_s: wall time one inference may use (passed to Policy.infer; anytime heads
             stop early); 0 = none.
         prompt: task instruction; "" = the embodiment's default prompt.
-        scene: require a MolmoThink scene in every observation (depth reasoning).
+        scene: depth reasoning with MolmoThink scenes: an observation takes the scene of its
+            primary (first) camera frame; without one it decodes every cell.
+        scene_wait_s: how long a new primary frame waits for its scene before the step goes
+            ahead without it (the think node answers a frame in about a millisecond).
     """
 
     sync_tolerance_s: float = 0.05
@@ -69,9 +74,10 @@ class WorkerOptions:
     time_budget_s: float = 0.0
     prompt: str = ""
     scene: bool = False
+    scene_wait_s: float = 0.03
 
     def __post_init__(self) -> None:
-        for name in ("sync_tolerance_s", "max_rate_hz", "time_budget_s"):
+        for name in ("sync_tolerance_s", "max_rate_hz", "time_budget_s", "scene_wait_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0.0):
                 raise ValueError(f"{name} must be finite and >= 0, got {value}")
@@ -86,6 +92,7 @@ class WorkerStats:
         failures: steps that produced nothing (error, non-finite output).
         joint_states_rejected: joint states whose names do not fit the policy.
         inputs_rejected: images or scenes that could not be used (shape, codes).
+        scenes_missing: depth steps without a scene for their primary frame (all cells decoded).
         last_error: message of the latest failure or rejection ("" = none yet).
         last_trace: trace of the latest successful inference.
         last_age_ms: wall time from the observation's capture stamp to handing out its chunk.
@@ -96,6 +103,7 @@ class WorkerStats:
     failures: int = 0
     joint_states_rejected: int = 0
     inputs_rejected: int = 0
+    scenes_missing: int = 0
     last_error: str = ""
     last_trace: PolicyTrace = field(default_factory=PolicyTrace)
     last_age_ms: float = math.nan
@@ -129,10 +137,14 @@ class PolicyWorker:
         self._on_output = on_output
         self._on_error = on_error
         self._wall_clock_ns = wall_clock_ns
-        others = (JOINT_STATES, SCENE) if self.options.scene else (JOINT_STATES,)
         self.sync: ObservationSync[Payload] = ObservationSync(
-            policy.camera_names, others, history={JOINT_STATES: JOINT_STATE_HISTORY}
+            policy.camera_names, (JOINT_STATES,), history={JOINT_STATES: JOINT_STATE_HISTORY}
         )
+        # Scenes by stamp (= their primary frame's stamp), and the newest primary frame's
+        # (stamp, monotonic arrival) for `scene_wait_s`.
+        self._primary = policy.camera_names[0]
+        self._scenes: OrderedDict[int, DepthScene] = OrderedDict()
+        self._newest_primary: tuple[int, float] | None = None
         self._joint_names = policy.joint_names
         self._stats = WorkerStats()
         self._reported_rejections = 0
@@ -164,6 +176,11 @@ class PolicyWorker:
         if _CHANNEL_ORDER[encoding] and image.ndim == 3:
             image = image[..., ::-1]  # a view: BGR -> RGB without a copy
         self.sync.add(camera, stamp_ns, image)
+        if camera == self._primary:
+            with self._lock:
+                newest = self._newest_primary
+                if newest is None or stamp_ns > newest[0]:
+                    self._newest_primary = (stamp_ns, time.monotonic())
         self._notify()
         return None
 
@@ -207,7 +224,10 @@ class PolicyWorker:
             scene = DepthScene(array[..., 0].copy(), array[..., 1] != 0, stamp_ns)
         except PolicyError as exc:
             return self.reject_input(f"scene rejected: {exc}")
-        self.sync.add(SCENE, stamp_ns, scene)
+        with self._lock:
+            self._scenes[stamp_ns] = scene
+            while len(self._scenes) > SCENE_HISTORY:
+                self._scenes.popitem(last=False)
         self._notify()
         return None
 
@@ -255,6 +275,13 @@ class PolicyWorker:
                 while not self._pending and not self._stop.is_set():
                     self._wake.wait(0.5)
                 self._pending = False
+            wait_s = self._scene_wait_s()
+            if wait_s > 0 and not self._stop.is_set():
+                with self._wake:  # a scene (or any message) ends the wait early
+                    if not self._pending:
+                        self._wake.wait(wait_s)
+                    self._pending = True
+                continue
             synced = self.sync.latest_complete(tolerance_ns)
             if synced is None or self._stop.is_set():
                 continue
@@ -269,18 +296,39 @@ class PolicyWorker:
                 # Pacing on the monotonic clock; a stop request ends the wait at once.
                 self._stop.wait(max(0.0, started + period_s - time.monotonic()))
 
+    def _scene_wait_s(self) -> float:
+        """How much longer the newest primary frame should wait for its scene (0 = go)."""
+        if not self.options.scene:
+            return 0.0
+        with self._lock:
+            if self._newest_primary is None:
+                return 0.0
+            stamp_ns, arrived_s = self._newest_primary
+            if stamp_ns in self._scenes:
+                return 0.0
+        return max(0.0, arrived_s + self.options.scene_wait_s - time.monotonic())
+
+    def _scene_for(self, frame_stamp_ns: int) -> DepthScene | None:
+        """The scene computed on the primary frame of `frame_stamp_ns`; without one (think node
+        absent or late) a full refresh: every cell is decoded."""
+        if not self.options.scene:
+            return None
+        with self._lock:
+            scene = self._scenes.get(frame_stamp_ns)
+            if scene is None:
+                self._stats.scenes_missing += 1
+        return scene or DepthScene.full_refresh(frame_stamp_ns)
+
     def _observation(self, synced: SyncedSet[Payload]) -> Observation:
         images: dict[str, npt.NDArray[np.uint8]] = {}
         positions = np.zeros(0, np.float64)
-        scene: DepthScene | None = None
         for name, message in synced.messages.items():
             payload = message.payload
             if isinstance(payload, JointSample):
                 positions = payload.positions
-            elif isinstance(payload, DepthScene):
-                scene = payload
-            else:
+            elif isinstance(payload, np.ndarray):
                 images[name] = payload
+        scene = self._scene_for(synced.messages[self._primary].stamp_ns)
         return Observation(
             images=images,
             joint_positions=positions,
@@ -377,6 +425,7 @@ class PolicyWorker:
                 "observation_age_ms": _format(stats.last_age_ms),
                 "joint_states_rejected": str(stats.joint_states_rejected),
                 "inputs_rejected": str(stats.inputs_rejected),
+                "scenes_missing": str(stats.scenes_missing),
                 "sets": str(counters.sets),
                 "frames_skipped": str(counters.frames_skipped),
                 "unsynchronised": str(counters.unsynchronised),
