@@ -124,7 +124,7 @@ class ThinkNode(ros.Node):
             try:
                 if msg.encoding != "mono8":
                     raise ValueError(f"encoding must be mono8, got {msg.encoding!r}")
-                grid = convert.image_to_numpy(msg)[..., 0]
+                grid = convert.image_to_numpy(msg).reshape(msg.height, msg.width)
             except ValueError as exc:
                 self._warn(self.think.reject(f"depth tokens rejected: {exc}"))
                 return
