@@ -239,7 +239,7 @@ def test_reset_empties_the_cache_and_refuses_tokens_from_before_it() -> None:
     think = primed()
     think.on_frame(2 * MS, textured())
     think.reset()
-    with pytest.raises(DepthCacheError, match="before a reset|none buffered"):
+    with pytest.raises(DepthCacheError, match=r"before a reset|none buffered"):
         think.on_depth_tokens(2 * MS, codes(7))
     scene = think.on_frame(3 * MS, textured())
     assert scene.full_refresh and (scene.codes == 0).all()
