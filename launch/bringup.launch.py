@@ -1,10 +1,13 @@
 """Bring up a vla_runtime graph with `ros2 launch`, from the same YAML as `vla-runtime launch`.
 
+    ros2 launch vla_runtime bringup.launch.py embodiment:=so100 [sim:=true] [policy:=tiny_so100]
     ros2 launch vla_runtime bringup.launch.py graph:=demo_talker_listener [NAME:=VALUE ...]
 
-`graph` is a name in config/graphs/ or a path to a graph file. Every other `NAME:=VALUE` that
-the graph declares under `arguments:` (e.g. `embodiment:=so100 sim:=true`) is substituted into
-it; `vla-runtime launch GRAPH --show-args` lists them. Each node becomes a launch_ros `Node`,
+`graph` is a name in config/graphs/ or a path to a graph file. Without it, `embodiment` picks
+the embodiment's graph (`so100`, `yam_bimanual`, `franka`), and `sim:=true` its simulated twin
+(`<embodiment>_sim`); docs/bringup.md. Every other `NAME:=VALUE` that the graph declares under
+`arguments:` (e.g. `policy:=tiny_so100`) is substituted into it; `vla-runtime launch GRAPH
+--show-args` lists them. Each node becomes a launch_ros `Node`,
 and a critical node's exit shuts the launch down. No router is started here: with
 rmw_zenoh_cpp, run `ros2 run rmw_zenoh_cpp rmw_zenohd` as usual.
 
@@ -20,8 +23,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-DEFAULT_GRAPH = "demo_talker_listener"
-
 
 def generate_launch_description() -> Any:
     """Return the launch description: the `graph` argument and the graph's nodes."""
@@ -31,13 +32,15 @@ def generate_launch_description() -> Any:
     # Only `graph` is declared: the other arguments depend on which graph is chosen, and
     # ros2 launch passes undeclared NAME:=VALUE pairs through as launch configurations.
     # Declaring them here with the default graph's defaults would override another graph's own.
+    # `embodiment` and `sim` (which graph) arrive the same way: see graph.bringup_selection.
     return LaunchDescription(
         [
             DeclareLaunchArgument(
                 "graph",
-                default_value=DEFAULT_GRAPH,
+                default_value=_graph_module().BRINGUP_DEFAULT_GRAPH,
                 description="graph name in vla_runtime's config/graphs/, or a path to a graph "
-                "file; list its arguments with `vla-runtime launch GRAPH --show-args`",
+                "file; list its arguments with `vla-runtime launch GRAPH --show-args`. "
+                "Without it, embodiment:=NAME [sim:=true] picks <embodiment>[_sim]",
             ),
             OpaqueFunction(function=launch_setup),
         ]
@@ -51,11 +54,8 @@ def launch_setup(context: Any, *args: Any, **kwargs: Any) -> list[Any]:
     from launch_ros.actions import Node
 
     graph = _graph_module()
-    configurations = dict(context.launch_configurations)
-    name = configurations.get("graph", DEFAULT_GRAPH)
-    declared = {argument.name for argument in graph.graph_arguments(name)}
-    overrides = {key: value for key, value in configurations.items() if key in declared}
     # A GraphError propagates: ros2 launch prints its one-line message and exits non-zero.
+    name, overrides = graph.bringup_selection(dict(context.launch_configurations))
     spec = graph.load_graph(name, overrides)
 
     actions: list[Any] = []

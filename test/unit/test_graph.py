@@ -82,7 +82,10 @@ def test_every_shipped_graph_loads_with_the_real_executable_registry(name: str) 
     graph = load_graph(name)
     registry = node_executables()
     for node in graph.nodes:
-        assert node.executable in registry, f"{name}: {node.name} runs {node.executable}"
+        module = node.executable.removeprefix("python:")  # the *_sim graphs' world
+        assert node.executable in registry or (
+            module != node.executable and importlib.util.find_spec(module) is not None
+        ), f"{name}: {node.name} runs {node.executable}"
 
 
 def test_defaults_fill_optional_keys(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from vla_runtime import __version__
 
 def _parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], int]]]:
     from vla_runtime.cli import (
+        demo_command,
         graph_commands,
         policy_commands,
         profiling_commands,
@@ -55,6 +56,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Nam
     policy_commands.register(commands, handlers)
     profiling_commands.register(commands, handlers)
     sim_command.register(commands, handlers)
+    demo_command.register(commands, handlers)
 
     sub = commands.add_parser(
         "calibrate", help="calibrate an arm (homing offsets, ranges, joint conventions)"
@@ -89,7 +91,12 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Nam
 
 def main(argv: list[str] | None = None) -> int:
     parser, handlers = _parser()
-    args, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # As a node of a launch graph (`vla-runtime sim` in a *_sim graph) a command gets
+    # launch_ros's `--ros-args -r __node:=NAME ...` tail; its own nodes have fixed names.
+    if "--ros-args" in argv:
+        argv = argv[: argv.index("--ros-args")]
+    args, extra = parser.parse_known_args(argv)
     # argparse cannot interleave options with `launch`'s trailing NAME:=VALUE arguments
     # (`launch g --duration 5 a:=b`): collect the ones it left over.
     if extra and getattr(args, "command", None) == "launch" and all(":=" in e for e in extra):

@@ -495,3 +495,69 @@ def launch_ros_node_kwargs(
     kwargs["sigterm_timeout"] = f"{SIGINT_TIMEOUT_S:g}"
     kwargs["sigkill_timeout"] = f"{SIGTERM_TIMEOUT_S:g}"
     return kwargs
+
+
+# --------------------------------------------------------------------------------------------
+# Which graph `ros2 launch vla_runtime bringup.launch.py` runs
+
+BRINGUP_DEFAULT_GRAPH = "demo_talker_listener"
+# `<embodiment>_sim.yaml` is the embodiment's graph with the simulated world in place of the arm.
+SIM_SUFFIX = "_sim"
+# A graph argument taking a parameter file by name, and the config/ folder the name is in.
+POLICY_ARGUMENT, POLICY_FOLDER = "policy", "policies"
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off", "")
+
+
+def bringup_selection(configurations: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    """Return the graph bringup.launch.py runs and the arguments it passes to it.
+
+    `graph:=NAME|PATH` names the graph. Without it (or with the default demo graph),
+    `embodiment:=NAME` picks `config/graphs/<embodiment>.yaml`, or `<embodiment>_sim.yaml` with
+    `sim:=true`. Of the other launch configurations only those the graph declares are passed
+    (ros2 launch hands over every `NAME:=VALUE`, declared or not); a `policy:=` path becomes the
+    name the graphs' `policies/${policy}.yaml` expects (`policy_argument`).
+
+    Raises:
+        GraphError: `sim` is not a boolean, `sim:=true` without an embodiment, or no graph of
+            that embodiment (the message lists the available ones).
+    """
+    sim_text = str(configurations.get("sim", "")).strip().lower()
+    if sim_text not in _TRUE + _FALSE:
+        raise GraphError(f"sim:={configurations['sim']}: expected true or false")
+    sim = sim_text in _TRUE
+    name = str(configurations.get("graph") or BRINGUP_DEFAULT_GRAPH)
+    embodiment = str(configurations.get("embodiment", ""))
+    if embodiment and name == BRINGUP_DEFAULT_GRAPH:
+        name = embodiment + (SIM_SUFFIX if sim else "")
+        if name not in available_graphs():
+            graphs = [g for g in available_graphs() if g != BRINGUP_DEFAULT_GRAPH]
+            raise GraphError(
+                f"no graph {name!r} for embodiment:={embodiment}"
+                f"{' sim:=true' if sim else ''}; available: {', '.join(graphs) or 'none'}"
+                + did_you_mean(name, graphs)
+            )
+    elif sim and name == BRINGUP_DEFAULT_GRAPH:
+        raise GraphError("sim:=true needs embodiment:=NAME (so100, yam_bimanual, franka)")
+    declared = {argument.name for argument in graph_arguments(name)}
+    overrides = {k: str(v) for k, v in configurations.items() if k in declared}
+    if POLICY_ARGUMENT in overrides:
+        overrides[POLICY_ARGUMENT] = policy_argument(overrides[POLICY_ARGUMENT])
+    return name, overrides
+
+
+def policy_argument(value: str) -> str:
+    """Return the `policy:=` graph argument for a policy given by name or by file path.
+
+    The graphs read `policies/${policy}.yaml` from the config directory, so a name
+    (`tiny_so100`) passes as is and a path to a `.yaml` file anywhere becomes the path to it
+    from `config/policies/`, without the suffix.
+
+    Raises:
+        GraphError: a path that is not an existing .yaml file.
+    """
+    if os.sep not in value and not value.endswith((".yaml", ".yml")):
+        return value
+    path = Path(value).expanduser().resolve()
+    if path.suffix != ".yaml" or not path.is_file():
+        raise GraphError(f"policy:={value}: not a .yaml policy parameter file")
+    return os.path.relpath(path.with_suffix(""), config_dir() / POLICY_FOLDER)
