@@ -101,6 +101,14 @@ def register(commands: Any, handlers: dict[str, Handler]) -> None:
     sub.add_argument(
         "--record-images", action="store_true", help="record camera images too (large files)"
     )
+    sub.add_argument(
+        "--arg",
+        action="append",
+        default=[],
+        metavar="NAME:=VALUE",
+        help="a graph argument (repeatable), e.g. --arg camera_rate_hz:=5; "
+        "`vla-runtime launch GRAPH --show-args` lists them",
+    )
     handlers["demo"] = run
 
 
@@ -342,6 +350,13 @@ def run(args: argparse.Namespace) -> int:
             if not Path(args.deadlines).is_file():
                 raise GraphError(f"--deadlines {args.deadlines}: no such file")
             overrides["deadlines"] = str(Path(args.deadlines).resolve())
+        for item in args.arg:
+            name, sep, value = item.partition(":=")
+            if not sep or name not in declared:
+                raise GraphError(
+                    f"--arg {item!r}: expected NAME:=VALUE with NAME one of {sorted(declared)}"
+                )
+            overrides[name] = value
     except GraphError as exc:
         print(f"vla-runtime demo: {exc}", file=sys.stderr)
         return 2
