@@ -525,3 +525,27 @@ def test_bringup_defaults_to_the_demo_graph(bringup: types.ModuleType) -> None:
         "talker",
         "listener",
     ]
+
+
+def test_ros2_launch_embodiment_sim_policy_builds_the_sim_graph(
+    bringup: types.ModuleType,
+) -> None:
+    """`ros2 launch vla_runtime bringup.launch.py embodiment:=so100 sim:=true policy:=...`"""
+    opaque = bringup.generate_launch_description().args[0][1]
+    configurations = {
+        "graph": "demo_talker_listener",  # the declared default, as ros2 launch fills it in
+        "embodiment": "so100",
+        "sim": "true",
+        "policy": "tiny_flow_think",
+    }
+    actions = opaque.kwargs["function"](
+        types.SimpleNamespace(launch_configurations=configurations)
+    )
+    nodes = {a.kwargs["name"]: a.kwargs for a in actions if type(a).__name__ == "Node"}
+    assert set(nodes) == {n.name for n in load_graph("so100_sim").nodes}
+    assert nodes["sim"]["arguments"][:4] == ["-m", "vla_runtime.cli", "sim", "so100"]
+    assert nodes["policy"]["parameters"][0].endswith("policies/tiny_flow_think.yaml")
+    assert nodes["driver"]["package"] == "vla_runtime"
+    # The world is critical: its exit shuts the launch down.
+    handlers = [a for a in actions if type(a).__name__ == "RegisterEventHandler"]
+    assert [h.args[0].kwargs["target_action"].kwargs["name"] for h in handlers] == ["sim"]

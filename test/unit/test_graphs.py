@@ -199,66 +199,6 @@ def test_a_policy_path_becomes_the_graph_argument(tmp_path: Path) -> None:
     assert overrides == {"policy": argument}
 
 
-class _Action:
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.args = args
-        self.kwargs = kwargs
-
-
-@pytest.fixture
-def bringup(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
-    """The launch file, with stand-ins for the launch and launch_ros classes it builds."""
-    classes = {
-        "launch": ["LaunchDescription"],
-        "launch.actions": [
-            "DeclareLaunchArgument",
-            "LogInfo",
-            "OpaqueFunction",
-            "RegisterEventHandler",
-            "Shutdown",
-        ],
-        "launch.event_handlers": ["OnProcessExit"],
-        "launch_ros": [],
-        "launch_ros.actions": ["Node"],
-    }
-    for module_name, names in classes.items():
-        module = types.ModuleType(module_name)
-        for name in names:
-            setattr(module, name, type(name, (_Action,), {}))
-        monkeypatch.setitem(sys.modules, module_name, module)
-    spec = importlib.util.spec_from_file_location(
-        "bringup_launch", REPO / "launch" / "bringup.launch.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_ros2_launch_embodiment_sim_policy_builds_the_sim_graph(
-    bringup: types.ModuleType,
-) -> None:
-    """`ros2 launch vla_runtime bringup.launch.py embodiment:=so100 sim:=true policy:=...`"""
-    opaque = bringup.generate_launch_description().args[0][1]
-    configurations = {
-        "graph": "demo_talker_listener",  # the declared default, as ros2 launch fills it in
-        "embodiment": "so100",
-        "sim": "true",
-        "policy": "tiny_flow_think",
-    }
-    actions = opaque.kwargs["function"](
-        types.SimpleNamespace(launch_configurations=configurations)
-    )
-    nodes = {a.kwargs["name"]: a.kwargs for a in actions if type(a).__name__ == "Node"}
-    assert set(nodes) == {n.name for n in load_graph("so100_sim").nodes}
-    assert nodes["sim"]["arguments"][:4] == ["-m", "vla_runtime.cli", "sim", "so100"]
-    assert nodes["policy"]["parameters"][0].endswith("policies/tiny_flow_think.yaml")
-    assert nodes["driver"]["package"] == "vla_runtime"
-    # The world is critical: its exit shuts the launch down.
-    handlers = [a for a in actions if type(a).__name__ == "RegisterEventHandler"]
-    assert [h.args[0].kwargs["target_action"].kwargs["name"] for h in handlers] == ["sim"]
-
-
 # ------------------------------------------------------------------ vla-runtime demo (pure)
 
 
