@@ -41,7 +41,10 @@ Trigger = get_service("std_srvs/srv/Trigger")
 
 PARAMETERS: dict[str, tuple[Any, str]] = {
     "embodiment": ("so100", "config/embodiments/<name>.yaml: its policy cameras"),
-    "deadlines": ("", "deadline file; empty = config/deadlines/<embodiment>.yaml"),
+    "deadlines": (
+        "",
+        "a deadline file or a name in config/deadlines/; empty = <embodiment>.yaml there",
+    ),
     "window_s": (10, "rolling window of the stage statistics [s]"),
     "evaluate_rate_hz": (
         50.0,
@@ -74,7 +77,9 @@ class LatencyMonitorNode(ros.Node):
         embodiment = str(value["embodiment"])
         try:
             cameras = list(load_transform_config(embodiment).cameras)
-            path = str(value["deadlines"] or resolve("config", f"deadlines/{embodiment}.yaml"))
+            name = str(value["deadlines"]) or embodiment
+            is_path = "/" in name or name.endswith((".yaml", ".yml"))
+            path = name if is_path else str(resolve("config", f"deadlines/{name}.yaml"))
             rules = load_rules(path)
             command_period_s = _command_period_s(embodiment)
         except (TransformConfigError, DeadlineConfigError, RosArgumentError, OSError) as exc:
