@@ -32,7 +32,7 @@ def _data_files() -> list:
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", sorted(glob("launch/*.launch.py"))),
     ]
-    for folder in ("config", "urdf"):
+    for folder in ("config", "urdf", "models"):
         by_dir: dict = {}
         for path in sorted(glob(f"{folder}/**/*", recursive=True)):
             if os.path.isfile(path):

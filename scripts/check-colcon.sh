@@ -39,6 +39,8 @@ for path in lib/vla_runtime/vla-runtime lib/vla_runtime/talker_node lib/vla_runt
     share/vla_runtime/package.xml \
     share/vla_runtime/launch/bringup.launch.py \
     share/vla_runtime/config/graphs/demo_talker_listener.yaml \
+    share/vla_runtime/config/graphs/so100_sim.yaml \
+    share/vla_runtime/models/tiny_so100/model.safetensors \
     share/ament_index/resource_index/packages/vla_runtime; do
   if [ ! -e "$prefix/$path" ]; then echo "[colcon] missing from the install: $path"; missing=1; fi
 done

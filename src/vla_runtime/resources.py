@@ -1,4 +1,4 @@
-"""Where the package's data lives: `config/`, `urdf/`, `launch/`.
+"""Where the package's data lives: `config/`, `urdf/`, `launch/`, `models/`.
 
 The source checkout's folders when running from one (edits take effect without reinstalling),
 else a pip install's `<prefix>/share/vla_runtime/...` (or the `--user` one), else the ament
@@ -17,7 +17,7 @@ PACKAGE = "vla_runtime"
 
 
 def share_path(kind: str) -> Path:
-    """The package's `kind` folder ('config', 'urdf', 'launch').
+    """The package's `kind` folder ('config', 'urdf', 'launch', 'models').
 
     Raises:
         FileNotFoundError: if no installed or checked-out copy exists.

@@ -156,7 +156,7 @@ def test_demo_runs_the_so100_sim_graph_and_writes_its_report(tmp_path: Path) -> 
     ("command", "expected"),
     [
         (["demo", "--help"], ["--duration S", "--policy", "--embodiment", "--gui", "--output"]),
-        (["launch", "so100_sim", "--show-args"], ["policy (default: tiny_recurrent)", "bus_link"]),
+        (["launch", "so100_sim", "--show-args"], ["policy (default: tiny_so100)", "bus_link"]),
         (["launch", "franka", "--show-args"], ["exterior_serial", "policy"]),
     ],
 )

@@ -21,6 +21,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Nam
         profiling_commands,
         router,
         sim_command,
+        train_command,
     )
 
     parser = argparse.ArgumentParser(
@@ -56,6 +57,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Nam
     policy_commands.register(commands, handlers)
     profiling_commands.register(commands, handlers)
     sim_command.register(commands, handlers)
+    train_command.register(commands, handlers)
     demo_command.register(commands, handlers)
 
     sub = commands.add_parser(

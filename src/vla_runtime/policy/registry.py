@@ -6,8 +6,11 @@ when it is chosen, so an ONNX deployment never imports torch.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import importlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from vla_runtime.drivers.parameters import did_you_mean
@@ -15,6 +18,7 @@ from vla_runtime.policy.engine import PolicyOptions
 from vla_runtime.policy.interface import Policy
 from vla_runtime.policy.stopping import StopRule
 from vla_runtime.policy.transforms import EmbodimentTransform, load_transform_config
+from vla_runtime.resources import resolve
 
 BACKENDS: dict[str, str] = {
     "torch": "vla_runtime.policy.backends.torch_backend:TorchPolicy",
@@ -85,8 +89,22 @@ def backend_class(name: str) -> PolicyFactory:
     return factory
 
 
+def shipped_model(model: str) -> str:
+    """`models/<name>` (a model shipped with the package) as an absolute path wherever the
+    package is installed, when it is not a directory relative to the working directory."""
+    path = Path(model)
+    if path.is_absolute() or path.is_dir() or path.parts[:1] != ("models",) or len(path.parts) < 2:
+        return model
+    with contextlib.suppress(FileNotFoundError):
+        shipped = resolve("models", str(Path(*path.parts[1:])))
+        if shipped.is_dir():
+            return str(shipped)
+    return model
+
+
 def create_policy(spec: PolicySpec) -> Policy:
     """Build the policy `spec` describes; errors say what to change."""
+    spec = dataclasses.replace(spec, model=shipped_model(spec.model))
     factory = backend_class(spec.backend)
     spec.options()  # validates head / steps / stopping rule before loading weights
     transform = EmbodimentTransform(load_transform_config(spec.embodiment))

@@ -200,21 +200,26 @@ class RecurrentHead(nn.Module):
         self, state: torch.Tensor, *prepared: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One core iteration and the coda's decode of the new state: (state, chunk)."""
+        state = self.core_step(state, *prepared)
+        return state, self.decode(state, *prepared)
+
+    def core_step(self, state: torch.Tensor, *prepared: torch.Tensor) -> torch.Tensor:
+        """One core iteration without the decode (training runs many before one decode)."""
         prelude_out = prepared[0]
-        projections = [
-            (prepared[i], prepared[i + 1], prepared[i + 2], prepared[i + 3])
-            for i in range(1, len(prepared), 4)
-        ]
         cos, sin = self._rope(state)
         x = self.adapt_norm(self.gamma_adapt * self.adapter(torch.cat((state, prelude_out), -1)))
-        n_core = len(self.core)
-        for layer, projection in zip(self.core, projections[:n_core], strict=True):
-            x = layer(x, cos, sin, projection)
-        state = self.core_norm(x)
+        for index, layer in enumerate(self.core):
+            x = layer(x, cos, sin, _projection(prepared, index))
+        return cast(torch.Tensor, self.core_norm(x))
+
+    def decode(self, state: torch.Tensor, *prepared: torch.Tensor) -> torch.Tensor:
+        """The coda's chunk (B, queries, action_width) for a state."""
+        cos, sin = self._rope(state)
         y = state
-        for layer, projection in zip(self.coda, projections[n_core:], strict=True):
-            y = layer(y, cos, sin, projection)
-        return state, self.action_out(self.coda_norm(y))
+        n_core = len(self.core)
+        for index, layer in enumerate(self.coda):
+            y = layer(y, cos, sin, _projection(prepared, n_core + index))
+        return cast(torch.Tensor, self.action_out(self.coda_norm(y)))
 
     def iterate_uncached(
         self,
@@ -228,3 +233,9 @@ class RecurrentHead(nn.Module):
         """`iterate` that re-projects the context in every layer, as upstream does."""
         projected = self._project_context(keys, values, task_index, vision_index)
         return self.iterate(state, prelude_out, *projected)
+
+
+def _projection(prepared: tuple[torch.Tensor, ...], layer: int) -> Projection:
+    """Layer `layer`'s (task_k, task_v, vision_k, vision_v) in `prepare`'s flat tuple."""
+    i = 1 + 4 * layer
+    return prepared[i], prepared[i + 1], prepared[i + 2], prepared[i + 3]
