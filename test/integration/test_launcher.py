@@ -295,13 +295,15 @@ def test_a_second_sigint_skips_to_the_next_signal(
     launched.append(launcher)
     launcher.wait_for(r"^\[ignorer\] ready")
 
-    sent = time.monotonic()
     launcher.popen.send_signal(signal.SIGINT)
     launcher.wait_for(r"^\[launch\] received SIGINT")
+    second = time.monotonic()
     launcher.popen.send_signal(signal.SIGINT)
 
     assert launcher.wait(10.0) == 0
-    assert time.monotonic() - sent < 3.0  # well before the 3 s SIGINT grace ran out
+    # Timed from the second request (the first one's handling is slow on a loaded machine):
+    # the graph stops at once instead of sitting out the 3 s SIGINT grace.
+    assert time.monotonic() - second < 3.0
     assert "[launch] ignorer still running at a second stop request; sending SIGTERM" in (
         launcher.output()
     )
