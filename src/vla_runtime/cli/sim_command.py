@@ -3,8 +3,9 @@
 Publishes, from one thread that owns the world:
 
 - `/cameras/<camera>/image_raw` (rgb8, sensor-data QoS) for every camera of the embodiment's
-  `policy.cameras`, at `--camera-rate-hz`, stamped with the render time (the frame's capture
-  time), for the `ros_topic` camera source or a policy directly;
+  `policy.cameras`, at `--camera-rate-hz`, all stamped with one capture instant per frame (the
+  world state they show, taken before rendering), for the `ros_topic` camera source or a policy
+  directly;
 - `/cameras/<camera>/camera_info` with each image, stamped alike: pinhole intrinsics from the
   MuJoCo camera's fovy at the render size (fy = h / (2 tan(fovy / 2)), fx = fy, centre cx, cy);
 - `/sim/joint_states` at `--state-rate-hz`: the simulated joints in `joint_names` order;
@@ -323,9 +324,12 @@ def _loop(args: argparse.Namespace, node: Any, world: Any, couplings: list[Any])
                 for coupling in couplings:
                     coupling.report(world)
             if now >= due["camera"]:
+                # Every camera shows the same world state: one capture instant for all (system
+                # time, like ROS stamps), taken before rendering, so the render time counts as
+                # the camera's latency (exposure + readout on a real one).
+                stamp = time.time_ns()
                 for camera, publisher in images.items():
                     pixels = world.render(camera)
-                    stamp = time.time_ns()  # message stamps are system time (ROS time)
                     publisher.publish(
                         convert.numpy_to_image(pixels, "rgb8", stamp, f"sim/{camera}")
                     )
