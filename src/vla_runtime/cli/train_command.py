@@ -97,6 +97,19 @@ def register(commands: Any, handlers: dict[str, Handler]) -> None:
         "--recurrent-weight", type=float, default=1.0, help="recurrent loss weight (default 1)"
     )
     p.add_argument(
+        "--vision-aux-weight",
+        type=float,
+        default=0.0,
+        help="weight of the training-only cube/position probe on the visual tokens (default 0)",
+    )
+    p.add_argument(
+        "--state-noise",
+        type=float,
+        default=0.0,
+        metavar="RAD",
+        help="std of noise on the state tokens' joints in training (default 0)",
+    )
+    p.add_argument(
         "--gate-lr-scale",
         type=float,
         default=1.0,
@@ -198,6 +211,8 @@ def train_fit(args: argparse.Namespace) -> int:
         backprop_depth=args.backprop_depth,
         recurrent_weight=args.recurrent_weight,
         gate_lr_scale=args.gate_lr_scale,
+        vision_aux_weight=args.vision_aux_weight,
+        state_noise_rad=args.state_noise,
         seed=args.seed,
     )
     report = train_from_demos(

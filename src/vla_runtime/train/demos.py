@@ -257,7 +257,8 @@ class ScriptedExpert:
             q = np.clip(q, self._low, self._high)
             if np.linalg.norm(error) < 1e-4 and abs(self.TOOL_DOWN - tool[2]) < 1e-3:
                 break
-        return q
+        solution: FloatArray = q
+        return solution
 
     def chunk(self, joints: FloatArray) -> FloatArray:
         """(chunk_rows, joints) absolute targets from the measured `joints` on."""

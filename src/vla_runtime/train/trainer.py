@@ -57,6 +57,15 @@ class TrainConfig:
         weight_decay: AdamW weight decay.
         grad_clip: global gradient-norm clip (RD-VLA: 1.0).
         depth_weight, flow_weight, recurrent_weight: loss weights.
+        vision_aux_weight: weight of a training-only probe on the visual tokens that predicts,
+            per token, whether the red cube is in its 28x28-px region (colour mask of the
+            image) and the token's own grid position. The ViT's position embedding starts at
+            zero and nothing else tells the heads *where* a token is; a short run needs this
+            push to localise the cube. The probe is not part of the saved model. 0 = off.
+        state_noise_rad: std of Gaussian noise on the joint state the prompt's state tokens are
+            made from (training batches only; labels unchanged). Against BC's causal
+            confusion: with the exact state the model can tell the demonstration, hence the
+            cube, from its own joints instead of the image. 0 = off.
         gate_lr_scale: learning-rate factor of the recurrent head's tanh vision gates. They
             start at 0 (vision logits flat) and, as scalars under Adam, move at most ~lr per
             step: a short run needs them faster to let the head look at the image tokens.
@@ -81,6 +90,8 @@ class TrainConfig:
     flow_weight: float = 1.0
     recurrent_weight: float = 1.0
     gate_lr_scale: float = 1.0
+    vision_aux_weight: float = 0.0
+    state_noise_rad: float = 0.0
     mean_recurrence: float = 12.0
     max_recurrence: int = 32
     backprop_depth: int = 8
@@ -114,6 +125,7 @@ class Batch:
     actions: torch.Tensor
     depth_targets: torch.Tensor
     depth_start: int
+    cube_tokens: torch.Tensor | None = None
 
 
 class BatchBuilder:
@@ -160,13 +172,49 @@ class BatchBuilder:
             raise ValueError(f"images must be {size}x{size}, got {images.shape[2:4]}")
         pixels = torch.from_numpy(images.reshape(-1, size, size, 3)).permute(0, 3, 1, 2)
         normalized = np.stack([self.transform.encode_actions(a) for a in actions])
+        grid = self.config.vision.pooled_grid
         return Batch(
+            cube_tokens=torch.from_numpy(cube_token_mask(images.reshape(-1, size, size, 3), grid)),
             tokens=torch.from_numpy(np.stack(rows)),
             pixels=pixels.float() * (2.0 / 255.0) - 1.0,
             actions=torch.from_numpy(normalized),
             depth_targets=torch.from_numpy(codes.astype(np.int64)),
             depth_start=depth_start,
         )
+
+
+def cube_token_mask(images: npt.NDArray[np.uint8], grid: int) -> npt.NDArray[np.float32]:
+    """(N, S, S, 3) images -> (N, grid * grid) 1.0 where a visual token's region shows red.
+
+    Red = the cube's colour, lit or shaded: R > 90 and R more than 2.5 x G and B.
+    """
+    rgb = images.astype(np.int16)
+    red = (
+        (rgb[..., 0] > 90) & (rgb[..., 0] > 2.5 * rgb[..., 1]) & (rgb[..., 0] > 2.5 * rgb[..., 2])
+    )
+    n, size = red.shape[0], red.shape[1]
+    cell = -(-size // grid)
+    padded = np.zeros((n, grid * cell, grid * cell), np.bool_)
+    padded[:, :size, :size] = red
+    blocks = padded.reshape(n, grid, cell, grid, cell).sum(axis=(2, 4))
+    mask: npt.NDArray[np.float32] = (blocks >= 4).reshape(n, grid * grid).astype(np.float32)
+    return mask
+
+
+def vision_aux_loss(
+    probe: torch.nn.Module, visual: torch.Tensor, cube_tokens: torch.Tensor
+) -> torch.Tensor:
+    """Cube-in-token BCE + own-grid-position MSE of the probe on visual tokens (N, T, W)."""
+    out = probe(visual)
+    tokens = visual.shape[1]
+    grid = round(math.sqrt(tokens))
+    axis = torch.linspace(-1.0, 1.0, grid)
+    rows, cols = torch.meshgrid(axis, axis, indexing="ij")
+    position = torch.stack((rows.reshape(-1), cols.reshape(-1)), dim=-1)
+    bce = F.binary_cross_entropy_with_logits(
+        out[..., 0], cube_tokens, pos_weight=torch.tensor(20.0)
+    )
+    return bce + F.mse_loss(out[..., 1:3], position.expand_as(out[..., 1:3]))
 
 
 def sample_iterations(generator: np.random.Generator, mean: float, maximum: int) -> int:
@@ -179,11 +227,11 @@ def sample_iterations(generator: np.random.Generator, mean: float, maximum: int)
 
 def forward_context(
     model: ReferenceModel, batch: Batch
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Vision + VLM over the teacher-forced batch.
 
     Returns every position's logits (B, S, vocab), the per-layer keys and values
-    (L, B, S, kv_dim) and the image-placeholder mask (S,).
+    (L, B, S, kv_dim), the image-placeholder mask (S,) and the visual tokens (B * C, T, W).
     """
     tokens = batch.tokens
     visual = model.encode_images(batch.pixels)
@@ -198,7 +246,7 @@ def forward_context(
     _, kv, hidden = model.vlm.prefill(embeds)
     logits = model.vlm.logits(hidden[-1])
     keys, values = flatten_cache(kv)
-    return logits, keys, values, is_patch
+    return logits, keys, values, is_patch, visual
 
 
 def compute_losses(
@@ -209,9 +257,13 @@ def compute_losses(
     iterations: int,
     backprop_depth: int,
     generator: torch.Generator,
+    probe: torch.nn.Module | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The three losses of one batch (see module docstring); `mask` (A,) marks real dims."""
-    logits, keys, values, is_patch = forward_context(model, batch)
+    """The three losses of one batch (see module docstring); `mask` (A,) marks real dims.
+
+    With a `probe` (and `batch.cube_tokens`) a fourth, 'vision_aux' (`vision_aux_loss`).
+    """
+    logits, keys, values, is_patch, visual = forward_context(model, batch)
     tok = model.tokenizer
     lo, hi = tok.depth_start, tok.depth_start + tok.depth_codes
     start = batch.depth_start
@@ -222,6 +274,8 @@ def compute_losses(
             depth_logits.reshape(-1, hi - lo), batch.depth_targets.reshape(-1)
         )
     }
+    if probe is not None and batch.cube_tokens is not None:
+        losses["vision_aux"] = vision_aux_loss(probe, visual, batch.cube_tokens)
     actions = batch.actions
     b, rows, _ = actions.shape
     weights = mask.to(actions.dtype)
@@ -307,7 +361,12 @@ class Trainer:
         self.validation_index = np.flatnonzero(is_validation)
         self._rng = rng
         self._generator = torch.Generator().manual_seed(config.seed)
+        self.probe: torch.nn.Module | None = None
+        if config.vision_aux_weight > 0:
+            self.probe = torch.nn.Linear(model.config.vlm.width, 3)
         named = list(model.named_parameters())
+        if self.probe is not None:
+            named += [(f"probe.{n}", p) for n, p in self.probe.named_parameters()]
         gates = [p for n, p in named if n.endswith("vision_gate")]
         rest = [(n, p) for n, p in named if not n.endswith("vision_gate")]
         decay = [p for n, p in rest if p.ndim >= 2 and "embed" not in n]
@@ -322,11 +381,13 @@ class Trainer:
             betas=(0.9, 0.95),
         )
 
-    def batch(self, index: npt.NDArray[np.int64]) -> Batch:
+    def batch(self, index: npt.NDArray[np.int64], *, noisy: bool = False) -> Batch:
         d = self.data
-        return self.builder.build(
-            d.images[index], d.joint_positions[index], d.actions[index], self.codes[index]
-        )
+        joints = d.joint_positions[index]
+        if noisy and self.config.state_noise_rad > 0:
+            noise = self._rng.normal(0.0, self.config.state_noise_rad, joints.shape)
+            joints = (joints + noise).astype(np.float32)
+        return self.builder.build(d.images[index], joints, d.actions[index], self.codes[index])
 
     def learning_rate(self, step: int) -> float:
         cfg = self.config
@@ -340,7 +401,7 @@ class Trainer:
         cfg = self.config
         self.model.train()
         index = self._rng.choice(self.train_index, cfg.batch_size, replace=False)
-        batch = self.batch(np.sort(index))
+        batch = self.batch(np.sort(index), noisy=True)
         iterations = sample_iterations(self._rng, cfg.mean_recurrence, cfg.max_recurrence)
         losses = compute_losses(
             self.model,
@@ -349,11 +410,13 @@ class Trainer:
             iterations=iterations,
             backprop_depth=cfg.backprop_depth,
             generator=self._generator,
+            probe=self.probe,
         )
         weights = {
             "depth": cfg.depth_weight,
             "flow": cfg.flow_weight,
             "recurrent": cfg.recurrent_weight,
+            "vision_aux": cfg.vision_aux_weight,
         }
         total = sum(weights[name] * value for name, value in losses.items())
         assert isinstance(total, torch.Tensor)
