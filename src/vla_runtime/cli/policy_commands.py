@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from vla_runtime.policy.model.config import ModelConfig
     from vla_runtime.policy.registry import PolicySpec
 
-Handler = Callable[[argparse.Namespace], int]
-EXIT_USAGE = 2
+from vla_runtime.cli._errors import Handler, one_line_errors
+
 # Progress lines on stderr at most this often, and only once a run has lasted this long.
 _PROGRESS_PERIOD_S = 2.0
 
@@ -306,15 +306,7 @@ def _guard(handler: Handler) -> Handler:
     """User errors (bad names, missing files, a head the model lacks) -> one line, exit 2."""
     from vla_runtime.policy.interface import PolicyError
 
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except (CliError, PolicyError, ValueError, OSError) as exc:
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-            print(f"vla-runtime policy {args.verb}: {message}", file=sys.stderr)
-            return EXIT_USAGE
-
-    return run
+    return one_line_errors("policy", (CliError, PolicyError, ValueError, OSError), handler)
 
 
 _EPILOG = """\

@@ -15,12 +15,10 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-Handler = Callable[[argparse.Namespace], int]
-EXIT_USAGE = 2
+from vla_runtime.cli._errors import Handler, one_line_errors
 
 _DESCRIPTION = """\
 Train the reference model on the simulated SO100 task "touch the red cube".
@@ -153,15 +151,7 @@ def register(commands: Any, handlers: dict[str, Handler]) -> None:
 
 
 def _guard(handler: Handler) -> Handler:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except (ValueError, OSError, RuntimeError, KeyError) as exc:
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-            print(f"vla-runtime train {args.verb}: {message}", file=sys.stderr)
-            return EXIT_USAGE
-
-    return run
+    return one_line_errors("train", (ValueError, OSError, RuntimeError, KeyError), handler)
 
 
 def _log(line: str) -> None:
