@@ -131,9 +131,8 @@ class MolmoThink:
             raise
         similarity = cell_similarity(cells, self.cache.reference)
         similarity[~self.cache.valid] = 1.0
-        changed = self.detector.classify(similarity, self.cache.valid)
-        forced = self._refresh_pending or not self.cache.valid.any()
-        if forced:
+        changed = self.detector.classify(similarity, self.cache.valid)  # no reference: changed
+        if self._refresh_pending:
             changed = np.ones(CELLS, np.bool_)
         full = bool(changed.all())
         self.cache.remember(stamp_ns, cells, changed)
