@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
-from graph_helpers import Child, child_env, free_port, stop, wait_port
+from graph_helpers import Child, start_router, stop
 
 from vla_runtime import ros
 
@@ -16,18 +15,10 @@ from vla_runtime import ros
 @pytest.fixture(scope="module")
 def router() -> Iterator[str]:
     """A router on a free loopback port; nodes (this process and children) connect to it."""
-    port = free_port()
-    endpoint = f"tcp/127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "vla_runtime.cli", "router", "--listen", endpoint],
-        env=child_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    process, endpoint = start_router()
     previous = os.environ.get("VLA_RUNTIME_ROUTER")
     os.environ["VLA_RUNTIME_ROUTER"] = endpoint
     try:
-        wait_port(port)
         yield endpoint
     finally:
         process.terminate()

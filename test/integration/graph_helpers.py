@@ -145,3 +145,22 @@ def teleop_node(port: str, *extra: str) -> subprocess.Popen[str]:
         "leader.driver.packet_timeout_ms:=50.0",  # answers come from a thread of the test
         *extra,
     )
+
+
+def start_router() -> tuple[subprocess.Popen[bytes], str]:
+    """A Zenoh router (`vla-runtime router`) on a free loopback port, accepting connections,
+    and its endpoint. Its output is discarded."""
+    port = free_port()
+    endpoint = f"tcp/127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vla_runtime.cli", "router", "--listen", endpoint],
+        env=child_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(port)
+    except BaseException:
+        process.kill()
+        raise
+    return process, endpoint

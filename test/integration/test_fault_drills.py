@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -29,13 +27,11 @@ import numpy as np
 import pytest
 import yaml
 from graph_helpers import (
-    child_env,
-    free_port,
     start_process,
+    start_router,
     stop,
     teleop_node,
     wait_for_path,
-    wait_port,
 )
 from test_latency_monitor import JOINTS, Graph, Operator, Stream, _graph
 from test_scripted_operator_teleop import quick_thread_switches  # noqa: F401 (autouse)
@@ -510,14 +506,7 @@ def test_a_killed_router_leaves_the_driver_holding_on_its_own_watchdog(
     """Its own router (the module's stays up for the others). With the router gone, chunks stop
     reaching the driver unless the nodes' peer links survive it; either way, once the policy is
     gone the driver holds by itself: seen in its log, since the network may be gone."""
-    port = free_port()
-    endpoint = f"tcp/127.0.0.1:{port}"
-    router = subprocess.Popen(
-        [sys.executable, "-m", "vla_runtime.cli", "router", "--listen", endpoint],
-        env=child_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    router, endpoint = start_router()
     previous = os.environ.get("VLA_RUNTIME_ROUTER")
     os.environ["VLA_RUNTIME_ROUTER"] = endpoint
     graph = _graph(tmp_path, RULES)
@@ -525,7 +514,6 @@ def test_a_killed_router_leaves_the_driver_holding_on_its_own_watchdog(
     lines: list[tuple[float, str]] = []
     started: list[Graph] = []
     try:
-        wait_port(port)
         ros.init(args=[])
         watcher = Watcher()
         the_graph = next(graph)
