@@ -16,8 +16,11 @@ driver, teleop, latency monitor, every node its own process, on a private Zenoh 
 - overhead = reaction - model compute - camera, for the traced chunks: what the runtime adds
   between "every frame of the observation is here" and "the arm moves": MolmoThink's scene
   wait, synchronisation, queueing behind the previous inference (none when the policy is idle),
-  chunk transport and the driver's pickup on its next tick (one 5 ms period at most). Also
-  reported: driver pickup alone (chunk arrival -> first applied tick, every chunk).
+  chunk transport and the driver's pickup on its next tick. Reaction and overhead use the first
+  published command tick after the chunk arrived, and the driver publishes commands every
+  other 5 ms tick, so they are upper bounds (up to 5 ms high). Exact parts: overhead to chunk
+  arrival (per traced chunk) and the driver's pickup from its own report of the tick that first
+  applied a chunk (`applied_since_ns` in its 1 Hz diagnostics; `driver_pickup_exact`).
 
 Cases (same run): ``cameras_15hz`` (the graph's default: frames arrive while the policy is
 busy, so most frames wait for it) and ``cameras_5hz`` (slower than one inference: the policy
@@ -85,6 +88,7 @@ def analyse(mcap: Path) -> dict[str, Any]:
     arrivals = [c.arrival_ns for c in recording.chunks]
     model: list[float] = []
     overhead: list[float] = []
+    to_arrival: list[float] = []
     camera_ms: list[float] = []
     for trace in recording.policy:
         total = trace.stages_ms.get("total_ms", float("nan"))
@@ -97,6 +101,13 @@ def analyse(mcap: Path) -> dict[str, Any]:
             continue
         camera_ms.append((ready[chunk.capture_ns] - chunk.capture_ns) / 1e6)
         overhead.append((chunk.first_command_ns - ready[chunk.capture_ns]) / 1e6 - total)
+        to_arrival.append((chunk.arrival_ns - ready[chunk.capture_ns]) / 1e6 - total)
+    by_capture = {c.capture_ns: c for c in recording.chunks}
+    exact_pickup = []
+    for _, values in recording.driver_status:
+        stamp, since = values.get("applied_chunk_stamp_ns"), values.get("applied_since_ns")
+        if stamp and since and stamp.isdigit() and int(stamp) in by_capture:
+            exact_pickup.append((int(since) - by_capture[int(stamp)].arrival_ns) / 1e6)
     scene = [age for _, age in recording.stage_samples.get("/think/scene (stamp → arrival)", [])]
     return {
         "chunks": len(recording.chunks),
@@ -105,6 +116,8 @@ def analyse(mcap: Path) -> dict[str, Any]:
         "model_compute": _stats(model),
         "camera": _stats(camera_ms),
         "overhead": _stats(overhead),
+        "overhead_to_chunk_arrival": _stats(to_arrival),
+        "driver_pickup_exact": _stats(exact_pickup),
         "scene_age": _stats(scene),
         "driver_pickup": _stats(pickup),
     }
@@ -146,7 +159,10 @@ def main() -> int:
     result: dict[str, Any] = {"machine": machine(), "duration_s": args.duration, "cases": {}}
     for name in args.cases:
         result["cases"][name] = case = run_case(name, CASES[name], args, out)
-        for key in ("reaction", "model_compute", "camera", "overhead", "driver_pickup"):
+        for key in (
+            "reaction", "model_compute", "camera", "overhead", "overhead_to_chunk_arrival",
+            "driver_pickup", "driver_pickup_exact",
+        ):  # fmt: skip
             stats = case[key]
             if stats["count"]:
                 print(
