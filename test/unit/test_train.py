@@ -25,6 +25,7 @@ from vla_runtime.train.codebook import (  # noqa: E402
     load_codebook,
     quantize,
 )
+from vla_runtime.train.dagger import DaggerConfig, record_on_policy  # noqa: E402
 from vla_runtime.train.demos import DemoConfig, DemoData, record  # noqa: E402
 from vla_runtime.train.evaluate import DepthCache, EvalConfig, run_episode  # noqa: E402
 from vla_runtime.train.trainer import (  # noqa: E402
@@ -69,11 +70,76 @@ def test_scripted_expert_records_consistent_samples(demos: DemoData) -> None:
     np.testing.assert_allclose(demos.actions[:, 0, :4], demos.joint_positions[:, :4], atol=0.05)
 
 
+def test_concatenated_demos_keep_episodes_apart(demos: DemoData) -> None:
+    both = DemoData.concatenate([demos, demos])
+    assert len(both) == 2 * len(demos)
+    first, second = both.episode[: len(demos)], both.episode[len(demos) :]
+    np.testing.assert_array_equal(first, demos.episode)
+    assert set(first.tolist()).isdisjoint(second.tolist())
+    assert len(np.unique(both.episode)) == 2 * len(np.unique(demos.episode))
+    np.testing.assert_array_equal(both.actions[len(demos) :], demos.actions)
+
+
+def test_saved_demos_load_memory_mapped_and_concatenate_without_copying(
+    demos: DemoData, tmp_path: Path
+) -> None:
+    demos.save(tmp_path / "a")
+    loaded = DemoData.load(tmp_path / "a")
+    assert isinstance(loaded.images, np.memmap)
+    np.testing.assert_array_equal(loaded.images, demos.images)
+    np.testing.assert_array_equal(loaded.actions, demos.actions)
+    both = DemoData.concatenate([loaded, DemoData.load(tmp_path / "a")])
+    n = len(demos)
+    rows = np.array([0, n - 1, n, 2 * n - 1])
+    np.testing.assert_array_equal(both.images[rows], demos.images[[0, n - 1, 0, n - 1]])
+    assert both.images.shape == (2 * n, *demos.images.shape[1:])
+    with pytest.raises(FileNotFoundError, match="record demonstrations first"):
+        DemoData.load(tmp_path / "missing")
+
+
+def test_on_policy_rollout_labels_every_visited_state_with_the_expert() -> None:
+    # The shipped policy drives; every 5 rows the state it reached is recorded with the
+    # expert's chunk from there (starting at the measured arm joints).
+    config = DaggerConfig(
+        model="models/tiny_so100", episodes=1, time_limit_s=0.7, width=160, height=120
+    )
+    data, results = record_on_policy(config)
+    assert len(results) == 1 and results[0].expert_queries == 0
+    n = len(data)
+    assert n == results[0].samples and n >= 4  # 0.7 s at one sample per 1/6 s
+    assert data.images.shape == (n, 2, 378, 378, 3)
+    assert data.depth_cells.shape == (n, 100, 64)
+    np.testing.assert_array_equal(data.episode, 0)
+    np.testing.assert_allclose(data.actions[:, 0, :4], data.joint_positions[:, :4], atol=0.05)
+    # the policy moved the arm: the recorded states are not all the start pose
+    assert np.ptp(data.joint_positions[:, :4], axis=0).max() > 0.01
+
+
+def test_on_policy_rollout_with_beta_one_is_the_expert_and_touches() -> None:
+    config = DaggerConfig(
+        model="models/tiny_so100", episodes=1, beta=1.0, time_limit_s=4.0, width=160, height=120
+    )
+    _, results = record_on_policy(config)
+    assert results[0].success
+    assert results[0].expert_queries >= 1
+
+
+def test_dagger_config_rejects_bad_values() -> None:
+    with pytest.raises(ValueError, match="beta"):
+        DaggerConfig(model="models/tiny_so100", beta=1.5)
+    with pytest.raises(ValueError, match="multiple"):
+        DaggerConfig(model="models/tiny_so100", replan_rows=10, record_rows=3)
+
+
 def test_iteration_sampler_stays_in_range_around_its_mean() -> None:
     rng = np.random.default_rng(0)
     draws = [sample_iterations(rng, 8.0, 32) for _ in range(2000)]
     assert min(draws) >= 1 and max(draws) <= 32
     assert 7.0 < float(np.mean(draws)) < 11.0
+    floored = [sample_iterations(rng, 8.0, 32, minimum=4) for _ in range(500)]
+    assert min(floored) == 4 and max(floored) <= 32
+    with pytest.raises(ValueError, match="min_recurrence"):
+        TrainConfig(min_recurrence=40, max_recurrence=32)
 
 
 def test_one_training_step_lowers_the_loss(demos: DemoData) -> None:
@@ -152,5 +218,5 @@ def test_train_cli_help_lists_the_verbs(capsys: pytest.CaptureFixture[str]) -> N
         main(["train", "--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for verb in ("demos", "fit", "eval"):
+    for verb in ("demos", "fit", "dagger", "eval"):
         assert verb in text

@@ -31,6 +31,8 @@ Train the reference model on the simulated SO100 task "touch the red cube".
          RD-VLA's L1 after a random iteration count (log-normal Poisson, TBPTT). Writes a
          model directory (config.json, model.safetensors, depth_codebook.npy,
          training_report.json) that `create_policy` / policy_node load as `model:`.
+  dagger roll a trained policy out and record what it sees, labelled with the expert's
+         chunk from each visited state (DAgger); `fit` trains on demos and these together.
   eval   closed-loop success in the world, in process: recurrent head at fixed 1/2/4/8/12
          iterations and adaptive, flow head, with and without the depth-token cache.
 """
@@ -58,7 +60,7 @@ def register(commands: Any, handlers: dict[str, Handler]) -> None:
     p = verbs.add_parser(
         "demos",
         help="record scripted-expert episodes (images, joints, chunks, depth cells)",
-        description="Record scripted-expert episodes into DIR/demos.npz.",
+        description="Record scripted-expert episodes into DIR (one .npy file per field).",
     )
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
     p.add_argument("--episodes", type=int, default=240, help="episodes (default 240)")
@@ -74,7 +76,14 @@ def register(commands: Any, handlers: dict[str, Handler]) -> None:
         description="Fit the depth codebook and behaviour-clone a fresh model; checkpoints "
         "and the final model go to --out.",
     )
-    p.add_argument("--demos", type=Path, required=True, metavar="DIR", help="from `demos`")
+    p.add_argument(
+        "--demos",
+        type=Path,
+        required=True,
+        nargs="+",
+        metavar="DIR",
+        help="one or more directories from `demos` / `dagger` (trained on together)",
+    )
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="model directory")
     p.add_argument("--config", default="tiny", help="named model config (default tiny)")
     p.add_argument(
@@ -90,7 +99,19 @@ def register(commands: Any, handlers: dict[str, Handler]) -> None:
     p.add_argument(
         "--mean-recurrence", type=float, default=8.0, help="mean sampled iterations (default 8)"
     )
+    p.add_argument(
+        "--min-recurrence",
+        type=int,
+        default=1,
+        help="fewest sampled iterations (default 1; RD-VLA's sampler at mean 32 rarely "
+        "draws below ~10)",
+    )
     p.add_argument("--backprop-depth", type=int, default=8, help="TBPTT depth (default 8)")
+    p.add_argument(
+        "--reset-recurrent-head",
+        action="store_true",
+        help="with --init: give the recurrent head fresh weights, keep the rest",
+    )
     p.add_argument(
         "--recurrent-weight", type=float, default=1.0, help="recurrent loss weight (default 1)"
     )
@@ -123,6 +144,28 @@ def register(commands: Any, handlers: dict[str, Handler]) -> None:
     )
     p.add_argument("--embodiment", default="so100", help="embodiment of the demos")
     p.set_defaults(handler=_guard(train_fit))
+
+    p = verbs.add_parser(
+        "dagger",
+        help="roll a trained policy out and label every visited state with the expert (DAgger)",
+        description="Run the policy closed loop in the world (as `eval` does) and record at "
+        "every 5 rows the images, the joints, the scripted expert's chunk from that state and "
+        "the depth cells, into DIR (as `demos` does); touched or not, every episode is kept. "
+        "Train on it together with the demos: `fit --demos DEMOS DAGGER ... --init MODEL`.",
+    )
+    p.add_argument("--model", required=True, metavar="DIR", help="model directory to roll out")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
+    p.add_argument("--episodes", type=int, default=100, help="episodes (default 100)")
+    p.add_argument("--seed", type=int, default=200_000, help="seed of episode 0 (default 200000)")
+    p.add_argument(
+        "--beta",
+        type=float,
+        default=0.0,
+        help="probability per query of executing the expert's chunk instead (default 0)",
+    )
+    p.add_argument("--head", choices=("recurrent", "flow"), default="recurrent")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.set_defaults(handler=_guard(train_dagger))
 
     p = verbs.add_parser(
         "eval",
@@ -184,6 +227,38 @@ def train_demos(args: argparse.Namespace) -> int:
     return 0
 
 
+def train_dagger(args: argparse.Namespace) -> int:
+    from vla_runtime.train.dagger import DaggerConfig, RolloutResult, record_on_policy
+
+    config = DaggerConfig(
+        model=args.model,
+        head=args.head,
+        episodes=args.episodes,
+        seed=args.seed,
+        beta=args.beta,
+        threads=args.threads,
+    )
+    began = time.monotonic()
+    touched: list[bool] = []
+
+    def progress(result: RolloutResult) -> None:
+        touched.append(result.success)
+        if len(touched) % 10 == 0 or len(touched) == config.episodes:
+            _log(
+                f"episode {len(touched)}/{config.episodes}  {sum(touched)} touched  "
+                f"{result.samples} samples in the last  ({time.monotonic() - began:.0f} s)"
+            )
+
+    data, results = record_on_policy(config, progress=progress)
+    path = data.save(args.out)
+    print(
+        f"{len(data)} samples from {len(results)} on-policy episodes "
+        f"({sum(r.success for r in results)} touched) -> {path} "
+        f"({time.monotonic() - began:.0f} s)"
+    )
+    return 0
+
+
 def train_fit(args: argparse.Namespace) -> int:
     import torch
 
@@ -198,6 +273,7 @@ def train_fit(args: argparse.Namespace) -> int:
         learning_rate=args.lr,
         warmup_steps=args.warmup,
         mean_recurrence=args.mean_recurrence,
+        min_recurrence=args.min_recurrence,
         backprop_depth=args.backprop_depth,
         recurrent_weight=args.recurrent_weight,
         gate_lr_scale=args.gate_lr_scale,
@@ -212,6 +288,7 @@ def train_fit(args: argparse.Namespace) -> int:
         model_config=args.config,
         embodiment=args.embodiment,
         init=args.init,
+        reset_recurrent_head=args.reset_recurrent_head,
         log=_log,
     )
     print(f"{args.out}: {report.steps} steps in {report.wall_s:.0f} s")

@@ -48,7 +48,8 @@ DEPTH_POOL = 8
 """Each 32x32 cell is average-pooled to 8x8 = 64 values for the codebook."""
 DEPTH_FAR_M = 3.0
 """Depth beyond this (the floor far away, the background) is clipped."""
-DATA_FILE = "demos.npz"
+LEGACY_FILE = "demos.npz"
+"""Recordings made before the per-field layout; still loaded (fully, into memory)."""
 
 
 @dataclass(frozen=True)
@@ -101,19 +102,50 @@ class DemoConfig:
             raise ValueError("episodes, record_rows and replan_rows must be >= 1")
 
 
+FIELDS = ("images", "joint_positions", "actions", "depth_cells", "episode")
+"""One `<field>.npy` per field in a demos directory (`DemoData.save`)."""
+
+
+class RowConcat:
+    """Rows of several (N_i, ...) arrays as one (sum N_i, ...) array, for fancy row indexing.
+
+    Lets training index the images of several (memory-mapped) recordings without copying them
+    into one array: two training runs on the same recordings share the page cache.
+    """
+
+    def __init__(self, parts: list[npt.NDArray[np.uint8]]) -> None:
+        self.parts = parts
+        self._ends = np.cumsum([len(p) for p in parts])
+        self.shape = (int(self._ends[-1]), *parts[0].shape[1:])
+        self.dtype = parts[0].dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: npt.NDArray[np.int64]) -> npt.NDArray[np.uint8]:
+        index = np.asarray(index, np.int64)
+        part = np.searchsorted(self._ends, index, side="right")
+        starts = np.concatenate(([0], self._ends[:-1]))
+        out = np.empty((len(index), *self.shape[1:]), self.dtype)
+        for k, (p, i) in enumerate(zip(part, index, strict=True)):
+            out[k] = self.parts[p][i - starts[p]]
+        return out
+
+
 @dataclass
 class DemoData:
     """Recorded samples, stacked. N samples, C cameras, J joints, R chunk rows.
 
     Attributes:
-        images: (N, C, S, S, 3) uint8, cameras in the embodiment's policy order.
+        images: (N, C, S, S, 3) uint8, cameras in the embodiment's policy order (memory-mapped
+            after `load`; a `RowConcat` after `concatenate`).
         joint_positions: (N, J) float32 measured state.
         actions: (N, R, J) float32 absolute joint targets.
         depth_cells: (N, 100, DEPTH_POOL**2) float16 pooled depth [m] per cell.
         episode: (N,) int32 episode index of each sample.
     """
 
-    images: npt.NDArray[np.uint8]
+    images: npt.NDArray[np.uint8] | RowConcat
     joint_positions: npt.NDArray[np.float32]
     actions: npt.NDArray[np.float32]
     depth_cells: npt.NDArray[np.float16]
@@ -123,33 +155,58 @@ class DemoData:
         return int(self.joint_positions.shape[0])
 
     def save(self, directory: Path) -> Path:
+        """Write `<field>.npy` files into `directory` (returned)."""
         directory.mkdir(parents=True, exist_ok=True)
-        path = directory / DATA_FILE
-        np.savez(
-            path,
-            images=self.images,
-            joint_positions=self.joint_positions,
-            actions=self.actions,
-            depth_cells=self.depth_cells,
-            episode=self.episode,
+        for name in FIELDS:
+            value = getattr(self, name)
+            np.save(directory / f"{name}.npy", value if isinstance(value, np.ndarray) else
+                    value[np.arange(len(value))])  # fmt: skip
+        return directory
+
+    @classmethod
+    def concatenate(cls, parts: list[DemoData]) -> DemoData:
+        """One dataset of several; episode indices are renumbered so they stay distinct.
+
+        The images are not copied (`RowConcat`); the small arrays are.
+        """
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        if len(parts) == 1:
+            return parts[0]
+        episodes, offset = [], 0
+        for part in parts:
+            episodes.append(part.episode.astype(np.int64) + offset)
+            offset = int(episodes[-1].max()) + 1 if len(part) else offset
+        images = [p.images for p in parts]
+        if any(isinstance(i, RowConcat) for i in images):
+            raise ValueError("concatenate loaded recordings, not concatenations")
+        return cls(
+            images=RowConcat(images),  # type: ignore[arg-type]
+            joint_positions=np.concatenate([p.joint_positions for p in parts]),
+            actions=np.concatenate([p.actions for p in parts]),
+            depth_cells=np.concatenate([p.depth_cells for p in parts]),
+            episode=np.concatenate(episodes).astype(np.int32),
         )
-        return path
 
     @classmethod
     def load(cls, directory: Path) -> DemoData:
-        path = directory / DATA_FILE
-        if not path.is_file():
+        """The recording in `directory`; images memory-mapped (read on demand)."""
+        legacy = directory / LEGACY_FILE
+        if not (directory / "images.npy").is_file() and legacy.is_file():
+            with np.load(legacy) as data:
+                return cls(**{name: data[name] for name in FIELDS})
+        missing = [n for n in FIELDS if not (directory / f"{n}.npy").is_file()]
+        if missing:
             raise FileNotFoundError(
-                f"{path} not found; record demonstrations first (vla-runtime train demos)"
+                f"{directory} holds no recording ({', '.join(missing)}.npy missing); record "
+                "demonstrations first (vla-runtime train demos)"
             )
-        with np.load(path) as data:
-            return cls(
-                images=data["images"],
-                joint_positions=data["joint_positions"],
-                actions=data["actions"],
-                depth_cells=data["depth_cells"],
-                episode=data["episode"],
-            )
+        arrays = {n: np.load(directory / f"{n}.npy", mmap_mode="r" if n == "images" else None)
+                  for n in FIELDS}  # fmt: skip
+        lengths = {len(a) for a in arrays.values()}
+        if len(lengths) != 1:
+            raise ValueError(f"{directory}: fields of different lengths {sorted(lengths)}")
+        return cls(**arrays)
 
 
 # scene -------------------------------------------------------------------------------------
@@ -219,6 +276,10 @@ class ScriptedExpert:
     def start(self, cube: FloatArray) -> None:
         """Solve the waypoints for the red cube at `cube` (its centre) for a new episode."""
         self._rest = self.world.joint_positions()
+        self.retarget(cube)
+
+    def retarget(self, cube: FloatArray) -> None:
+        """Re-solve the waypoints for the red cube now at `cube`, keeping the start pose."""
         self._cube = np.asarray(cube, np.float64).copy()
         half = scene_layout("so100").objects[0].half_size
         above = np.array([0.0, 0.0, half + self.PRE_TOUCH_HEIGHT_M])

@@ -71,7 +71,10 @@ class TrainConfig:
             step: a short run needs them faster to let the head look at the image tokens.
         mean_recurrence: mean of the iteration sampler (RD-VLA trains with 32 for 24-layer
             heads; the code default 12 suits the tiny head and puts fixed-12 at the mean).
-        max_recurrence: iterations are clipped to [1, max_recurrence].
+        min_recurrence, max_recurrence: iterations are clipped to [min, max]. RD-VLA's
+            sampler (mean 32) practically never draws 1-2; a tiny head trained at mean 8 with
+            min 1 learns to answer in one iteration, so the iteration count stops mattering.
+            min_recurrence > 1 never asks it to.
         backprop_depth: iterations that carry gradients (RD-VLA / Huginn: 8).
         validation_fraction: episodes held out for the validation losses.
         log_every: steps between progress lines (and loss-history entries).
@@ -93,6 +96,7 @@ class TrainConfig:
     vision_aux_weight: float = 0.0
     state_noise_rad: float = 0.0
     mean_recurrence: float = 12.0
+    min_recurrence: int = 1
     max_recurrence: int = 32
     backprop_depth: int = 8
     validation_fraction: float = 0.05
@@ -106,6 +110,8 @@ class TrainConfig:
             raise ValueError("steps and batch_size must be >= 1")
         if self.mean_recurrence < 1 or self.max_recurrence < 1 or self.backprop_depth < 1:
             raise ValueError("mean_recurrence, max_recurrence and backprop_depth must be >= 1")
+        if not 1 <= self.min_recurrence <= self.max_recurrence:
+            raise ValueError("min_recurrence must be in [1, max_recurrence]")
 
 
 @dataclass
@@ -217,12 +223,14 @@ def vision_aux_loss(
     return bce + F.mse_loss(out[..., 1:3], position.expand_as(out[..., 1:3]))
 
 
-def sample_iterations(generator: np.random.Generator, mean: float, maximum: int) -> int:
+def sample_iterations(
+    generator: np.random.Generator, mean: float, maximum: int, minimum: int = 1
+) -> int:
     """Huginn / RD-VLA's log-normal Poisson draw: r = Poisson(exp(N(log mean - 1/8, 1/2))) + 1,
-    rate capped at 100, r clipped to [1, maximum]."""
+    rate capped at 100, r clipped to [minimum, maximum]."""
     tau = generator.normal(math.log(mean) - 0.125, 0.5)
     rate = min(math.exp(tau), 100.0)
-    return int(np.clip(generator.poisson(rate) + 1, 1, maximum))
+    return int(np.clip(generator.poisson(rate) + 1, minimum, maximum))
 
 
 def forward_context(
@@ -402,7 +410,9 @@ class Trainer:
         self.model.train()
         index = self._rng.choice(self.train_index, cfg.batch_size, replace=False)
         batch = self.batch(np.sort(index), noisy=True)
-        iterations = sample_iterations(self._rng, cfg.mean_recurrence, cfg.max_recurrence)
+        iterations = sample_iterations(
+            self._rng, cfg.mean_recurrence, cfg.max_recurrence, cfg.min_recurrence
+        )
         losses = compute_losses(
             self.model,
             batch,
@@ -507,19 +517,21 @@ class Trainer:
 
 
 def train_from_demos(
-    demos: Path,
+    demos: Path | list[Path],
     out: Path,
     config: TrainConfig,
     *,
     model_config: str = "tiny",
     embodiment: str = "so100",
     init: Path | None = None,
+    reset_recurrent_head: bool = False,
     log: Callable[[str], None] = print,
 ) -> TrainingReport:
     """Fit the depth codebook on `demos`, behaviour-clone a model, write `out`.
 
     The model starts from random weights of `model_config`, or from the model directory `init`
-    (its weights and its codebook: fine-tuning keeps the depth-token targets). `out` receives
+    (its weights and its codebook: fine-tuning keeps the depth-token targets);
+    `reset_recurrent_head` then gives the recurrent head fresh weights. `out` receives
     config.json + model.safetensors (loadable by `create_policy`), the codebook and
     training_report.json, every `checkpoint_every` steps and at the end.
     """
@@ -530,12 +542,21 @@ def train_from_demos(
 
     began = time.monotonic()
     previous: list[dict[str, Any]] = []
-    data = DemoData.load(demos)
-    log(f"{len(data)} samples from {len(np.unique(data.episode))} episodes in {demos}")
+    sources = [demos] if isinstance(demos, Path) else list(demos)
+    data = DemoData.concatenate([DemoData.load(d) for d in sources])
+    log(
+        f"{len(data)} samples from {len(np.unique(data.episode))} episodes in "
+        f"{', '.join(str(d) for d in sources)}"
+    )
     if init is not None:
         model = load_model(init).train()
         codebook = load_codebook(init)
         log(f"starting from {init}")
+        if reset_recurrent_head and model.recurrent_head is not None:
+            fresh = init_model(model.config, seed=config.seed).recurrent_head
+            assert fresh is not None
+            model.recurrent_head.load_state_dict(fresh.state_dict())
+            log("recurrent head re-initialised (fresh weights, the rest kept)")
         if (init / REPORT_FILE).is_file():
             earlier = json.loads((init / REPORT_FILE).read_text())
             previous = [*earlier.pop("previous", []), earlier]
