@@ -94,7 +94,10 @@ def main() -> int:
                 "change_to_next_row_mrad": step,
             }
         )
-    print("| variant | mean iterations | chunk error [mrad] | p90 [mrad] | change to next row [mrad] |")
+    print(
+        "| variant | mean iterations | chunk error [mrad] | p90 [mrad] "
+        "| change to next row [mrad] |"
+    )
     print("|---|---|---|---|---|")
     for row in rows:
         step = row["change_to_next_row_mrad"]
