@@ -27,7 +27,15 @@ from vla_runtime.train.codebook import (  # noqa: E402
 )
 from vla_runtime.train.dagger import DaggerConfig, record_on_policy  # noqa: E402
 from vla_runtime.train.demos import DemoConfig, DemoData, record  # noqa: E402
-from vla_runtime.train.evaluate import DepthCache, EvalConfig, run_episode  # noqa: E402
+from vla_runtime.train.evaluate import (  # noqa: E402
+    DepthCache,
+    EpisodeOutcome,
+    EvalConfig,
+    Variant,
+    VariantResult,
+    results_table,
+    run_episode,
+)
 from vla_runtime.train.trainer import (  # noqa: E402
     BatchBuilder,
     TrainConfig,
@@ -211,6 +219,25 @@ def test_closed_loop_episode_runs_with_the_depth_cache() -> None:
     assert outcome.queries >= 2
     assert cache.valid.all()  # the first query decoded every cell
     assert outcome.changed_cells < 100  # later ones only the changed cells
+
+
+def test_variant_summary_counts_success_by_time_and_tabulates_it() -> None:
+    def outcome(success: bool, time_s: float) -> EpisodeOutcome:
+        return EpisodeOutcome(0, success, time_s, 4, 2.0, 100.0, 50.0, 0.0 if success else 0.05)
+
+    result = VariantResult(
+        Variant.fixed(1, False),
+        [outcome(True, 1.2), outcome(True, 1.8), outcome(True, 3.0), outcome(False, 6.0)],
+    )
+    summary = result.summary()
+    assert summary["success_rate"] == 0.75
+    assert summary["success_by_1.5s"] == 0.25 and summary["success_by_2s"] == 0.5
+    assert summary["failed_median_distance_m"] == 0.05
+    table = results_table([result]).splitlines()
+    assert "by 1.5 s" in table[0] and table[2].startswith(
+        "| recurrent fixed 1 | no | 75 % (4) | 25 % | 50 % |"
+    )
+    assert len({line.count("|") for line in table}) == 1  # header, rule and rows line up
 
 
 def test_train_cli_help_lists_the_verbs(capsys: pytest.CaptureFixture[str]) -> None:

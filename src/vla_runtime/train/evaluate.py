@@ -139,6 +139,11 @@ class EpisodeOutcome:
     final_distance_m: float
 
 
+EARLY_S = (1.5, 2.0)
+"""Besides success within the time limit, the table reports success by these times [s]:
+within 6 s a slower policy still gets there, the difference shows in how fast."""
+
+
 @dataclass
 class VariantResult:
     variant: Variant
@@ -158,11 +163,16 @@ class VariantResult:
 
         done = [e.time_s for e in eps if e.success]
         missed = [e.final_distance_m for e in eps if not e.success]
+        early = {
+            f"success_by_{t:g}s": float(np.mean([e.success and e.time_s <= t for e in eps]))
+            for t in EARLY_S
+        }
         return {
             "variant": self.variant.name,
             "depth_cache": self.variant.depth_cache,
             "episodes": len(eps),
             "success_rate": self.success_rate,
+            **early,
             "mean_iterations": per_query([e.iterations for e in eps]),
             "mean_queries": queries / max(len(eps), 1),
             "mean_time_to_success_s": float(np.mean(done)) if done else float("nan"),
@@ -250,16 +260,18 @@ def evaluate(
 
 def results_table(results: list[VariantResult]) -> str:
     """Markdown table of `VariantResult.summary()` rows."""
+    early = " | ".join(f"by {t:g} s" for t in EARLY_S)
     lines = [
-        "| variant | depth cache | success | mean iterations | queries / episode | "
+        f"| variant | depth cache | success | {early} | mean iterations | queries / episode | "
         "time to touch [s] | re-decoded cells / query | infer [ms] | failures: median miss [cm] |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|" + "---|" * len(EARLY_S) + "---|---|---|---|---|---|",
     ]
     for result in results:
         s = result.summary()
+        by = " | ".join(f"{100 * float(s[f'success_by_{t:g}s']):.0f} %" for t in EARLY_S)
         lines.append(
             f"| {s['variant']} | {'yes' if s['depth_cache'] else 'no'} | "
-            f"{100 * float(s['success_rate']):.0f} % ({int(s['episodes'])}) | "
+            f"{100 * float(s['success_rate']):.0f} % ({int(s['episodes'])}) | {by} | "
             f"{float(s['mean_iterations']):.2f} | {float(s['mean_queries']):.1f} | "
             f"{float(s['mean_time_to_success_s']):.2f} | {float(s['mean_changed_cells']):.1f} | "
             f"{float(s['mean_infer_ms']):.0f} | "
