@@ -7,9 +7,11 @@ envelope's per-tick step reaches the servos, the fault is named in one line (the
 monitor's diagnostics), and the arm comes back where a recovery is defined.
 
 The policy is a stand-in process that publishes hold-position chunks (the driver's latest
-command, 30 rows over 1 s, stamped now): the trained `tiny_so100` weights are not a fixture of
-this tier, and a drill about a policy process dying or freezing needs a process whose chunks are
-always in the limits, not a model. The MuJoCo world is not started: a frozen world freezes the
+command, 30 rows over 1 s, stamped now): a drill about a policy process dying or freezing needs
+a process whose chunks are always in the limits, and one that starts in a second. The kill and
+freeze drills also run on the real chain (the MuJoCo world, policy_node with the shipped
+`tiny_so100` weights) in `test_killed_or_frozen_trained_policy_in_the_sim_world_holds_the_arm`.
+Elsewhere the MuJoCo world is not started: a frozen world freezes the
 servo bus too, which would turn the camera drill into a bus drill (drill 6 covers that).
 """
 
@@ -245,13 +247,18 @@ MODEL = ROOT / "models/tiny_so100"
 @pytest.mark.skipif(
     not (MODEL / "model.safetensors").exists(), reason="no trained weights in models/tiny_so100"
 )
-def test_killed_trained_policy_in_the_sim_world_holds_the_arm(
-    router: str, tmp_path: Path, watcher: Watcher
+@pytest.mark.parametrize("fault", ["kill", "freeze"])
+def test_killed_or_frozen_trained_policy_in_the_sim_world_holds_the_arm(
+    router: str, tmp_path: Path, watcher: Watcher, fault: str
 ) -> None:
     """The real chain: the MuJoCo world (cameras, servo bus), driver_node, policy_node with the
     trained tiny_so100 weights. Only the monitor's liveliness and camera rules run: the policy's
     latency on a loaded 2-core machine is a benchmark (its rules are drilled above and in
-    test_latency_monitor.py), and would hold the arm before the drill's fault."""
+    test_latency_monitor.py), and would hold the arm before the drill's fault.
+
+    kill: the driver holds on its watchdog. freeze: SIGSTOP past the chunk's end, the driver
+    holds; after SIGCONT the same policy_node answers again and the operator's release hands
+    the arm back to it."""
     pytest.importorskip("vla_runtime.sim.world", reason="needs mujoco")
     link = tmp_path / "world_bus"
     world = start_process(
@@ -303,10 +310,27 @@ def test_killed_trained_policy_in_the_sim_world_holds_the_arm(
         time.sleep(1.0)
         if watcher.mode != "POLICY":
             pytest.skip(f"the trained policy did not stay engaged: {watcher.values(DRIVER)}")
-        policy.kill()
-        killed_at = time.monotonic()
-        watcher.held_after(killed_at, CHUNK_S + SLACK_S, "trained policy killed")
+        if fault == "kill":
+            policy.kill()
+        else:
+            os.kill(policy.pid, signal.SIGSTOP)
+        faulted_at = time.monotonic()
+        try:
+            watcher.held_after(faulted_at, CHUNK_S + SLACK_S, f"trained policy: {fault}")
+        finally:
+            if fault == "freeze":
+                os.kill(policy.pid, signal.SIGCONT)
         watcher.reason(DRIVER, "watchdog: no valid policy chunk")
+        if fault == "freeze":
+            resumed = len(targets)
+            watcher.wait(lambda: len(targets) > resumed + 2, 30.0, "chunks after SIGCONT")
+            deadline = time.monotonic() + 30.0
+            while "POLICY" not in (reply := watcher.call("release").message):
+                if time.monotonic() > deadline:
+                    pytest.fail(f"release after SIGCONT: {reply}")
+                time.sleep(0.5)
+            watcher.wait(lambda: watcher.mode == "POLICY", 5.0, "POLICY after SIGCONT")
+            assert policy.poll() is None
         watcher.assert_in_envelope()
     finally:
         if policy is not None:
