@@ -163,7 +163,12 @@ def register(commands: Any, handlers: dict[str, Handler]) -> None:
         default=0.0,
         help="probability per query of executing the expert's chunk instead (default 0)",
     )
-    p.add_argument("--head", choices=("recurrent", "flow"), default="recurrent")
+    p.add_argument(
+        "--head",
+        choices=("recurrent", "flow"),
+        default="recurrent",
+        help="action head that drives (default recurrent, adaptive stopping, as deployed)",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.set_defaults(handler=_guard(train_dagger))
 

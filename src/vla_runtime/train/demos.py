@@ -198,7 +198,8 @@ class DemoData:
         missing = [n for n in FIELDS if not (directory / f"{n}.npy").is_file()]
         if missing:
             raise FileNotFoundError(
-                f"{directory} holds no recording ({', '.join(missing)}.npy missing); record "
+                f"{directory} holds no recording ({', '.join(f'{n}.npy' for n in missing)} "
+                "missing); record "
                 "demonstrations first (vla-runtime train demos)"
             )
         arrays = {n: np.load(directory / f"{n}.npy", mmap_mode="r" if n == "images" else None)
