@@ -28,6 +28,7 @@ from vla_runtime.policy.transforms import load_transform_config
 from vla_runtime.sim.scenes import TARGET_OBJECT
 from vla_runtime.sim.world import WorldConfig, build_world
 from vla_runtime.train.demos import (
+    FIELDS,
     CubeRegion,
     DemoData,
     DepthCamera,
@@ -109,9 +110,7 @@ def record_on_policy(
     expert = ScriptedExpert(world, transform.chunk_rows, transform.chunk_rate_hz)
     size = _image_size(policy)
     rate = transform.chunk_rate_hz
-    columns: dict[str, list[npt.NDArray[np.generic]]] = {
-        k: [] for k in ("images", "joint_positions", "actions", "depth_cells", "episode")
-    }
+    columns: dict[str, list[npt.NDArray[np.generic]]] = {name: [] for name in FIELDS}
     results = []
 
     def observe(episode: int, cube: npt.NDArray[np.float64]) -> dict[str, npt.NDArray[np.uint8]]:
@@ -167,11 +166,4 @@ def record_on_policy(
     finally:
         depth_camera.close()
         world.close()
-    data = DemoData(
-        images=np.stack(columns["images"]).astype(np.uint8),
-        joint_positions=np.stack(columns["joint_positions"]).astype(np.float32),
-        actions=np.stack(columns["actions"]).astype(np.float32),
-        depth_cells=np.stack(columns["depth_cells"]).astype(np.float16),
-        episode=np.asarray(columns["episode"], np.int32),
-    )
-    return data, results
+    return DemoData.from_columns(columns), results

@@ -164,6 +164,17 @@ class DemoData:
         return directory
 
     @classmethod
+    def from_columns(cls, columns: dict[str, list[npt.NDArray[np.generic]]]) -> DemoData:
+        """Stack per-sample lists (one per name in FIELDS) into a recording."""
+        return cls(
+            images=np.stack(columns["images"]).astype(np.uint8),
+            joint_positions=np.stack(columns["joint_positions"]).astype(np.float32),
+            actions=np.stack(columns["actions"]).astype(np.float32),
+            depth_cells=np.stack(columns["depth_cells"]).astype(np.float16),
+            episode=np.asarray(columns["episode"], np.int32),
+        )
+
+    @classmethod
     def concatenate(cls, parts: list[DemoData]) -> DemoData:
         """One dataset of several; episode indices are renumbered so they stay distinct.
 
@@ -446,9 +457,7 @@ def record(
     world = build_world(WorldConfig(config.embodiment, width=config.width, height=config.height))
     depth_camera = DepthCamera(world, transform.cameras[0])
     expert = ScriptedExpert(world, transform.chunk_rows, transform.chunk_rate_hz)
-    columns: dict[str, list[npt.NDArray[np.generic]]] = {
-        k: [] for k in ("images", "joint_positions", "actions", "depth_cells", "episode")
-    }
+    columns: dict[str, list[npt.NDArray[np.generic]]] = {name: [] for name in FIELDS}
     results = []
     try:
         for index in range(config.episodes):
@@ -472,14 +481,7 @@ def record(
         world.close()
     if not columns["images"]:
         raise RuntimeError("the expert succeeded in no episode; nothing recorded")
-    data = DemoData(
-        images=np.stack(columns["images"]).astype(np.uint8),
-        joint_positions=np.stack(columns["joint_positions"]).astype(np.float32),
-        actions=np.stack(columns["actions"]).astype(np.float32),
-        depth_cells=np.stack(columns["depth_cells"]).astype(np.float16),
-        episode=np.asarray(columns["episode"], np.int32),
-    )
-    return data, results
+    return DemoData.from_columns(columns), results
 
 
 Sample = tuple[npt.NDArray[np.uint8], FloatArray, FloatArray, npt.NDArray[np.float32]]
