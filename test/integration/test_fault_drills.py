@@ -297,7 +297,12 @@ def test_killed_or_frozen_trained_policy_in_the_sim_world_holds_the_arm(
             50.0,
         )
         try:
-            assert watcher.call("engage_teleop").success
+            # the leader's first targets reach the driver a moment after the stream starts
+            deadline = time.monotonic() + 10.0
+            while not (reply := watcher.call("engage_teleop")).success:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"engage_teleop: {reply.message}")
+                time.sleep(0.2)
             deadline = time.monotonic() + 30.0
             time.sleep(1.5)  # the handover cross-fade
             while not (response := watcher.call("engage_policy")).success:

@@ -113,6 +113,13 @@ def register(commands: Any, handlers: dict[str, Handler]) -> None:
         help="with --init: give the recurrent head fresh weights, keep the rest",
     )
     p.add_argument(
+        "--recurrent-core-layers",
+        default=None,
+        metavar="L[,L...]",
+        help="with --reset-recurrent-head: the VLM layer each core layer reads (their count "
+        "is the core's depth), e.g. 3 for a one-layer core",
+    )
+    p.add_argument(
         "--recurrent-weight", type=float, default=1.0, help="recurrent loss weight (default 1)"
     )
     p.add_argument(
@@ -294,6 +301,11 @@ def train_fit(args: argparse.Namespace) -> int:
         embodiment=args.embodiment,
         init=args.init,
         reset_recurrent_head=args.reset_recurrent_head,
+        recurrent_core_layers=(
+            tuple(int(v) for v in args.recurrent_core_layers.split(","))
+            if args.recurrent_core_layers
+            else None
+        ),
         log=_log,
     )
     print(f"{args.out}: {report.steps} steps in {report.wall_s:.0f} s")

@@ -22,6 +22,7 @@ embodiment's demonstrations give.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -525,6 +526,7 @@ def train_from_demos(
     embodiment: str = "so100",
     init: Path | None = None,
     reset_recurrent_head: bool = False,
+    recurrent_core_layers: tuple[int, ...] | None = None,
     log: Callable[[str], None] = print,
 ) -> TrainingReport:
     """Fit the depth codebook on `demos`, behaviour-clone a model, write `out`.
@@ -552,11 +554,18 @@ def train_from_demos(
         model = load_model(init).train()
         codebook = load_codebook(init)
         log(f"starting from {init}")
-        if reset_recurrent_head and model.recurrent_head is not None:
-            fresh = init_model(model.config, seed=config.seed).recurrent_head
-            assert fresh is not None
-            model.recurrent_head.load_state_dict(fresh.state_dict())
-            log("recurrent head re-initialised (fresh weights, the rest kept)")
+        if reset_recurrent_head and model.config.recurrent_head is not None:
+            head_config = model.config.recurrent_head
+            if recurrent_core_layers is not None:
+                head_config = dataclasses.replace(head_config, core_layers=recurrent_core_layers)
+            model.config = dataclasses.replace(model.config, recurrent_head=head_config)
+            model.recurrent_head = init_model(model.config, seed=config.seed).recurrent_head
+            log(
+                f"recurrent head re-initialised (core reads VLM layers "
+                f"{list(head_config.core_layers)}; the rest of the model kept)"
+            )
+        elif recurrent_core_layers is not None:
+            raise ValueError("recurrent core layers can only change with a fresh recurrent head")
         if (init / REPORT_FILE).is_file():
             earlier = json.loads((init / REPORT_FILE).read_text())
             previous = [*earlier.pop("previous", []), earlier]
