@@ -113,7 +113,10 @@ def record_on_policy(
     columns: dict[str, list[npt.NDArray[np.generic]]] = {name: [] for name in FIELDS}
     results = []
 
-    def observe(episode: int, cube: npt.NDArray[np.float64]) -> dict[str, npt.NDArray[np.uint8]]:
+    def observe(
+        episode: int, cube: npt.NDArray[np.float64]
+    ) -> tuple[dict[str, npt.NDArray[np.uint8]], npt.NDArray[np.float64]]:
+        """Record the current state with the expert's label; the frames and joints seen."""
         frames = {camera: world.render(camera) for camera in transform.cameras}
         joints = world.joint_positions()
         moved = np.array(world.task_state().objects[TARGET_OBJECT].position)
@@ -127,7 +130,7 @@ def record_on_policy(
         columns["actions"].append(expert.chunk(joints).astype(np.float32))
         columns["depth_cells"].append(depth_cells(depth_camera.render()).astype(np.float16))
         columns["episode"].append(np.int32(episode))
-        return frames
+        return frames, joints
 
     try:
         for index in range(config.episodes):
@@ -139,8 +142,7 @@ def record_on_policy(
             before = len(columns["episode"])
             success, expert_queries = False, 0
             while world.time_s < config.time_limit_s and not success:
-                frames = observe(index, cube)
-                joints = world.joint_positions()
+                frames, joints = observe(index, cube)
                 if rng.random() < config.beta:
                     chunk = expert.chunk(joints)
                     expert_queries += 1

@@ -116,6 +116,7 @@ class RowConcat:
     def __init__(self, parts: list[npt.NDArray[np.uint8]]) -> None:
         self.parts = parts
         self._ends = np.cumsum([len(p) for p in parts])
+        self._starts = self._ends - [len(p) for p in parts]
         self.shape = (int(self._ends[-1]), *parts[0].shape[1:])
         self.dtype = parts[0].dtype
 
@@ -125,10 +126,9 @@ class RowConcat:
     def __getitem__(self, index: npt.NDArray[np.int64]) -> npt.NDArray[np.uint8]:
         index = np.asarray(index, np.int64)
         part = np.searchsorted(self._ends, index, side="right")
-        starts = np.concatenate(([0], self._ends[:-1]))
         out = np.empty((len(index), *self.shape[1:]), self.dtype)
         for k, (p, i) in enumerate(zip(part, index, strict=True)):
-            out[k] = self.parts[p][i - starts[p]]
+            out[k] = self.parts[p][i - self._starts[p]]
         return out
 
 
@@ -159,8 +159,9 @@ class DemoData:
         directory.mkdir(parents=True, exist_ok=True)
         for name in FIELDS:
             value = getattr(self, name)
-            np.save(directory / f"{name}.npy", value if isinstance(value, np.ndarray) else
-                    value[np.arange(len(value))])  # fmt: skip
+            if isinstance(value, RowConcat):
+                value = value[np.arange(len(value))]
+            np.save(directory / f"{name}.npy", value)
         return directory
 
     @classmethod
@@ -178,7 +179,7 @@ class DemoData:
     def concatenate(cls, parts: list[DemoData]) -> DemoData:
         """One dataset of several; episode indices are renumbered so they stay distinct.
 
-        The images are not copied (`RowConcat`); the small arrays are.
+        The images are not copied (`RowConcat` over every part's images); the small arrays are.
         """
         if not parts:
             raise ValueError("nothing to concatenate")
@@ -188,11 +189,11 @@ class DemoData:
         for part in parts:
             episodes.append(part.episode.astype(np.int64) + offset)
             offset = int(episodes[-1].max()) + 1 if len(part) else offset
-        images = [p.images for p in parts]
-        if any(isinstance(i, RowConcat) for i in images):
-            raise ValueError("concatenate loaded recordings, not concatenations")
+        images: list[npt.NDArray[np.uint8]] = []
+        for part in parts:
+            images += part.images.parts if isinstance(part.images, RowConcat) else [part.images]
         return cls(
-            images=RowConcat(images),  # type: ignore[arg-type]
+            images=RowConcat(images),
             joint_positions=np.concatenate([p.joint_positions for p in parts]),
             actions=np.concatenate([p.actions for p in parts]),
             depth_cells=np.concatenate([p.depth_cells for p in parts]),
@@ -210,8 +211,7 @@ class DemoData:
         if missing:
             raise FileNotFoundError(
                 f"{directory} holds no recording ({', '.join(f'{n}.npy' for n in missing)} "
-                "missing); record "
-                "demonstrations first (vla-runtime train demos)"
+                "missing); record demonstrations first (vla-runtime train demos)"
             )
         arrays = {n: np.load(directory / f"{n}.npy", mmap_mode="r" if n == "images" else None)
                   for n in FIELDS}  # fmt: skip
