@@ -37,6 +37,7 @@ from vla_runtime.train.demos import DemoConfig, record  # noqa: E402
 from vla_runtime.train.evaluate import Variant  # noqa: E402
 
 ARM_JOINTS = 5  # shoulder pan/lift, elbow, wrist flex/roll: the gripper is held
+FIXED = (1, 2, 4, 8, 12)
 
 
 def main() -> int:
@@ -53,7 +54,7 @@ def main() -> int:
     print(f"{len(data)} states from {args.episodes} episodes ({time.monotonic() - began:.0f} s)",
           file=sys.stderr)  # fmt: skip
     transform = load_transform_config("so100")
-    variants = [Variant.fixed(k, False) for k in (1, 2, 4, 8, 12)]
+    variants = [Variant.fixed(k, False) for k in FIXED]
     variants.append(Variant("recurrent adaptive", "recurrent"))
     chunks: dict[str, np.ndarray] = {}
     iterations: dict[str, float] = {}
@@ -82,7 +83,7 @@ def main() -> int:
     for index, name in enumerate(names):
         error = np.abs(chunks[name][:, :, :ARM_JOINTS] - labels).mean(axis=(1, 2)) * 1e3
         step = None
-        if name.startswith("recurrent fixed") and index + 1 < len(names) - 1:
+        if index + 1 < len(FIXED):  # fixed k -> the next fixed count
             following = chunks[names[index + 1]][:, :, :ARM_JOINTS]
             step = float(np.abs(following - chunks[name][:, :, :ARM_JOINTS]).mean() * 1e3)
         rows.append(
